@@ -1,0 +1,22 @@
+"""Streaming real-time inference on Kafka: online features in Redis, River models that keep
+learning, drift monitoring.
+
+The flow, and where each step lives::
+
+    events ──> validate ──> features ──> score ──> remember ──> emit predictions
+     (Kafka)   stream_app/   features/   models/   features/     stream_app/app.py
+               validate.py   aggregates  spec.py   store.py
+                                                        ▲
+    labels ──> validate ──> join snapshot ──> learn ────┘ (models/spec.py, models/metrics.py)
+
+Importing this package has no side effects; ``create_app(settings)`` builds the Faust app.
+"""
+
+from __future__ import annotations
+
+from stream_app.errors import ConfigError, ServiceError, StreamAppError
+from stream_app.settings import Settings, load_settings
+
+__version__ = "0.1.0"
+
+__all__ = ["ConfigError", "ServiceError", "Settings", "StreamAppError", "__version__", "load_settings"]

@@ -1,0 +1,134 @@
+"""The public contract: topic names and the fields of every message.
+
+Names may be extended, never changed; ``tests/test_contract.py`` pins them. Every message is a
+UTF-8 JSON object. Builders here are pure and return ``bytes`` ready for Kafka.
+
+>>> TOPICS
+('events', 'labels', 'predictions', 'drift', 'retrain-signals', 'dead-letters', 'metrics')
+>>> sorted(orjson.loads(dead_letter(b"{oops", "events", 2, 41, "invalid_json", "bad")))
+['error', 'offset', 'partition', 'payload', 'reason', 'source_topic']
+>>> orjson.loads(dead_letter(b"\\xff\\xfe", "events", 0, 7, "invalid_json", "not utf-8"))["payload"]
+'//4='
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, Final
+
+import orjson
+
+__all__ = [
+    "DEAD_LETTER_FIELDS",
+    "DEAD_LETTER_REASONS",
+    "EVENT_FIELDS",
+    "LABEL_FIELDS",
+    "PREDICTION_FIELDS",
+    "TOPICS",
+    "dead_letter",
+    "prediction",
+]
+
+EVENTS: Final = "events"
+LABELS: Final = "labels"
+PREDICTIONS: Final = "predictions"
+DRIFT: Final = "drift"
+RETRAIN_SIGNALS: Final = "retrain-signals"
+DEAD_LETTERS: Final = "dead-letters"
+METRICS: Final = "metrics"
+
+#: every topic the engine creates on start, before the prefix
+TOPICS: Final = (EVENTS, LABELS, PREDICTIONS, DRIFT, RETRAIN_SIGNALS, DEAD_LETTERS, METRICS)
+
+#: ``events`` (key: ``entity_id``)
+EVENT_FIELDS: Final = ("event_id", "entity_id", "timestamp", "features")
+#: ``labels`` (key: ``event_id``)
+LABEL_FIELDS: Final = ("event_id", "label", "timestamp")
+#: ``predictions`` (key: ``event_id``)
+PREDICTION_FIELDS: Final = (
+    "event_id",
+    "entity_id",
+    "model",
+    "model_version",
+    "score",
+    "predicted",
+    "event_timestamp",
+    "scored_at",
+    "latency_ms",
+)
+#: ``dead-letters`` (key: the source record's key); ``payload_encoding`` only when base64
+DEAD_LETTER_FIELDS: Final = ("source_topic", "partition", "offset", "reason", "error", "payload")
+
+#: the fixed vocabulary of ``reason`` in dead-letter records
+DEAD_LETTER_REASONS: Final = (
+    "invalid_json",
+    "schema",
+    "non_finite",
+    "out_of_range",
+    "too_large",
+    "model_output",
+    "processing_error",
+)
+
+
+def prediction(
+    *,
+    event_id: str,
+    entity_id: str,
+    model: str,
+    model_version: str,
+    score: float,
+    predicted: bool,
+    event_timestamp: float,
+    scored_at: float,
+    latency_ms: float,
+    **extra: Any,
+) -> bytes:
+    """A ``predictions`` record.
+
+    >>> orjson.loads(prediction(event_id="e1", entity_id="a", model="m", model_version="1",
+    ...     score=0.25, predicted=False, event_timestamp=1.0, scored_at=2.0, latency_ms=3.0))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    {'event_id': 'e1', 'entity_id': 'a', 'model': 'm', 'model_version': '1', 'score': 0.25,
+     'predicted': False, 'event_timestamp': 1.0, 'scored_at': 2.0, 'latency_ms': 3.0}
+    """
+    record = {
+        "event_id": event_id,
+        "entity_id": entity_id,
+        "model": model,
+        "model_version": model_version,
+        "score": score,
+        "predicted": predicted,
+        "event_timestamp": event_timestamp,
+        "scored_at": scored_at,
+        "latency_ms": latency_ms,
+    }
+    record.update(extra)
+    return orjson.dumps(record)
+
+
+def dead_letter(
+    payload: bytes | None,
+    source_topic: str,
+    partition: int | None,
+    offset: int | None,
+    reason: str,
+    error: str,
+) -> bytes:
+    """A ``dead-letters`` record carrying the original bytes (as text, or base64 if not UTF-8)."""
+    if reason not in DEAD_LETTER_REASONS:
+        raise ValueError(f"unknown dead-letter reason {reason!r}")
+    record: dict[str, Any] = {
+        "source_topic": source_topic,
+        "partition": partition,
+        "offset": offset,
+        "reason": reason,
+        "error": error,
+    }
+    raw = payload or b""
+    try:
+        record["payload"] = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        record["payload"] = base64.b64encode(raw).decode("ascii")
+        record["payload_encoding"] = "base64"
+    return orjson.dumps(record)

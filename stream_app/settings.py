@@ -1,0 +1,260 @@
+"""One frozen settings object, built once from ``STREAM_*`` variables and an optional TOML file.
+
+Precedence, highest first: keyword overrides (the CLI's flags), environment variables
+(``STREAM_`` prefix, ``__`` for nested keys), the TOML file named by ``--config`` or
+``STREAM_CONFIG``, then the defaults below. Nothing else in the code base reads ``os.environ``
+for configuration.
+
+>>> s = load_settings(environ={})
+>>> s.kafka_url, s.redis_url, s.topic_prefix, s.partitions
+('kafka://127.0.0.1:9092', 'redis://127.0.0.1:6379/0', '', 4)
+>>> s.topic("events")
+'events'
+>>> load_settings(environ={"STREAM_TOPIC_PREFIX": "fraud."}).topic("predictions")
+'fraud.predictions'
+>>> s.model.steps[-1].name
+'LogisticRegression'
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from stream_app.errors import ConfigError
+
+__all__ = ["ModelSettings", "Settings", "StepSettings", "load_settings"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StepSettings(_Frozen):
+    """One step of a River pipeline: a class from the allow-list and its parameters."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelSettings(_Frozen):
+    """The model to serve, declared as data (see ``models.spec``)."""
+
+    name: str = "default"
+    steps: tuple[StepSettings, ...] = (
+        StepSettings(name="StandardScaler"),
+        StepSettings(name="LogisticRegression"),
+    )
+    #: decision threshold on ``score`` for ``predicted``
+    threshold: float = 0.5
+    #: label values that count as the positive class (``True``, ``1`` and these strings)
+    positive_labels: tuple[str, ...] = ("1", "true", "fraud", "anomaly", "positive", "yes")
+    #: one-hot encode string features before the first step (on by default)
+    one_hot_strings: bool = True
+
+
+class AggregateSettings(_Frozen):
+    """A per-entity aggregate over a numeric event feature (see ``features.spec``)."""
+
+    feature: str
+    #: cumulative stats over the entity's life: count, sum, mean, min, max, last, std
+    stats: tuple[str, ...] = ("count", "mean")
+    #: sliding windows ending at the event, e.g. "30s", "10m", "1h", "7d"
+    windows: tuple[str, ...] = ()
+    #: stats computed over each window: any of count, sum, mean
+    window_stats: tuple[str, ...] = ("count", "sum", "mean")
+
+
+class FeatureSettings(_Frozen):
+    aggregates: tuple[AggregateSettings, ...] = ()
+    #: add ``seconds_since_last_by_entity``
+    since_last: bool = False
+    #: idle entities expire from the online store after this many seconds
+    entity_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
+    #: cap on raw points kept per entity and feature for windowed aggregates (oldest dropped)
+    max_window_points: int = Field(default=10_000, ge=1)
+
+
+class Settings(BaseSettings):
+    """Everything the engine is told, in one frozen object."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAM_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+    )
+
+    # -- services ---------------------------------------------------------
+    kafka_url: str = "kafka://127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: ``redis://...`` or ``memory://`` for the online feature store
+    feature_store_url: str | None = None
+    embedded: bool = False
+
+    # -- topics -----------------------------------------------------------
+    topic_prefix: str = ""
+    partitions: int = Field(default=4, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+
+    # -- worker -----------------------------------------------------------
+    app_id: str = "stream-app"
+    web_port: int = 6066
+    web_enabled: bool = True
+    data_dir: Path = Path(".stream-app")
+    batch_max: int = Field(default=500, ge=1)
+    batch_within_s: float = Field(default=0.02, gt=0)
+    metrics_interval_s: float = Field(default=2.0, gt=0)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: refuse to learn when more than one worker shares the group (see README)
+    allow_multi_worker_learning: bool = False
+
+    # -- validation -------------------------------------------------------
+    max_payload_bytes: int = Field(default=1024 * 1024, ge=64)
+    max_abs_value: float = Field(default=1e12, gt=0)
+
+    # -- learning ---------------------------------------------------------
+    label_horizon_s: int = Field(default=24 * 3600, ge=1)
+
+    model: ModelSettings = ModelSettings()
+    features: FeatureSettings = FeatureSettings()
+
+    config_file: Path | None = None
+
+    @field_validator("kafka_url")
+    @classmethod
+    def _kafka_scheme(cls, v: str) -> str:
+        if not v.startswith(("kafka://", "aiokafka://")):
+            raise ValueError("must start with kafka:// (e.g. kafka://127.0.0.1:9092)")
+        return v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, v: str) -> str:
+        if not v.startswith(("redis://", "rediss://", "unix://", "memory://")):
+            raise ValueError("must be redis://host:port/db, unix:///path or memory://")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings)
+
+    # -- derived ----------------------------------------------------------
+    def topic(self, name: str) -> str:
+        """The full topic name for a contract name, with the configured prefix."""
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """``host:port[,host:port]`` for aiokafka clients."""
+        return ",".join(
+            part.split("://", 1)[-1].strip("/") for part in self.kafka_url.split(";")
+        )
+
+    @property
+    def store_url(self) -> str:
+        return self.feature_store_url or self.redis_url
+
+    def to_env(self) -> dict[str, str]:
+        """``STREAM_*`` variables that rebuild these settings in a child process.
+
+        >>> env = load_settings(environ={}, partitions=2).to_env()
+        >>> env["STREAM_PARTITIONS"], load_settings(environ=env) == load_settings(environ={}, partitions=2)
+        ('2', True)
+        """
+        env: dict[str, str] = {}
+        for name, value in self.model_dump(mode="json").items():
+            if value is None:
+                continue
+            if name == "config_file":
+                env["STREAM_CONFIG"] = str(value)
+                continue
+            if isinstance(value, (dict, list)):
+                text = orjson.dumps(value).decode()
+            elif isinstance(value, bool):
+                text = str(value).lower()
+            else:
+                text = str(value)
+            env[f"STREAM_{name.upper()}"] = text
+        return env
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def load_settings(
+    config: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build the settings: overrides > environment > TOML file > defaults.
+
+    ``environ`` defaults to ``os.environ``; tests pass a dict to stay hermetic.
+    """
+    from pydantic import ValidationError
+
+    env = dict(os.environ if environ is None else environ)
+    path = config or env.get("STREAM_CONFIG")
+    file_values: dict[str, Any] = {}
+    if path:
+        file_values = _read_toml(Path(path))
+        file_values["config_file"] = Path(path)
+    env_values = _env_values(env)
+    merged = _deep_merge(_deep_merge(file_values, env_values), overrides)
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
+    """Parse ``STREAM_*`` variables with pydantic-settings' own source (JSON for complex fields)."""
+    from pydantic_settings import EnvSettingsSource
+
+    source = EnvSettingsSource(Settings, case_sensitive=False, env_prefix="STREAM_",
+                               env_nested_delimiter="__")
+    source.env_vars = {k.lower(): v for k, v in env.items() if k.upper().startswith("STREAM_")}
+    values = source()
+    values.pop("config", None)
+    return values
+
+
+def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def _describe(exc: Any) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        env_name = "STREAM_" + "__".join(str(p) for p in err["loc"]).upper()
+        lines.append(f"{where} ({env_name}): {err['msg']}")
+    return "invalid settings: " + "; ".join(lines)
