@@ -82,8 +82,11 @@ class _Sender:
 
     async def drain(self) -> None:
         await self._producer.flush()
-        while self._pending:
-            await self._pending.popleft()  # raises the first delivery error, if any
+        pending, self._pending = list(self._pending), deque()
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        for result in results:  # raise the first delivery error, if any
+            if isinstance(result, BaseException):
+                raise result
 
 
 class _Labels:

@@ -65,13 +65,14 @@ async def tail(
     if limit is not None and limit <= 0:
         return 0
     name = full_topic(settings, topic)
-    if name in {settings.topic(t) for t in TOPICS}:
+    contract_topic = name in {settings.topic(t) for t in TOPICS}
+    if contract_topic:
         await ensure_topics(settings, [name])
     consumer = make_consumer(settings, from_beginning=from_beginning)
     try:
         started_ms = time.time() * 1000
         await consumer.start()
-        await _assign_all(consumer, name, from_beginning)
+        await _assign_all(consumer, name, from_beginning, 10.0 if contract_topic else 0.0)
         # tansu answers "latest" with the base offset of the last batch (+1), so a tail from
         # the end would replay the rest of that batch: drop what predates this call.
         skip_before_ms = started_ms if settings.embedded and not from_beginning else None
@@ -82,9 +83,18 @@ async def tail(
         await consumer.stop()
 
 
-async def _assign_all(consumer: AIOKafkaConsumer, name: str, from_beginning: bool) -> None:
-    known = await consumer.topics()
-    partitions = consumer.partitions_for_topic(name)
+async def _assign_all(consumer: AIOKafkaConsumer, name: str, from_beginning: bool,
+                      wait_s: float) -> None:
+    # A topic created a moment ago may not be in every broker's metadata yet: ask again.
+    deadline = time.monotonic() + wait_s
+    while True:
+        # the consumer's own metadata cache only learns of topics it subscribes to
+        cluster = await consumer._client.fetch_all_metadata()
+        known = cluster.topics()
+        partitions = cluster.partitions_for_topic(name)
+        if partitions or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
     if not partitions:
         nearby = sorted(t for t in known if not t.startswith("__"))[:20]
         raise ConfigError(f"topic {name!r} does not exist (topics: {', '.join(nearby) or 'none'})")

@@ -115,7 +115,7 @@ async def test_rate_paces_events(producer):
     assert 0.19 <= times[-1] - times[0] < 0.4
     assert 50 < report.rate < 110
     stamps = [e[3]["timestamp"] for e in producer.on("p.events")]
-    assert stamps[1] - stamps[0] == pytest.approx(0.01)  # event time spaced by 1 / rate
+    assert stamps[1] - stamps[0] == pytest.approx(0.01, abs=1e-6)  # event time spaced by 1 / rate
 
 
 async def test_jsonl_bad_line_is_reported_and_the_rest_published(producer, tmp_path):
