@@ -1,0 +1,167 @@
+"""The in-process online store: one dict of bytes with monotonic-clock expiry.
+
+A real implementation of :class:`~features.store.FeatureStore`, used by the demo and the unit
+tests and held to the same contract tests as Redis. Values are stored encoded, exactly as in
+Redis, so a caller never shares objects with the store. No method awaits, so each call is
+atomic like a Redis script. Expired keys vanish when touched, and a sweep after as many writes
+as there are keys bounds the memory held by idle keys.
+
+>>> import asyncio
+>>> now = [0.0]
+>>> store = MemoryFeatureStore(clock=lambda: now[0])
+>>> asyncio.run(store.join_labels({"e1": b"1"}, pending_ttl_s=10, learned_ttl_s=10))
+{'e1': ('parked', None)}
+>>> now[0] = 10.0  # ten seconds later the parked label has expired
+>>> asyncio.run(store.commit_batch({}, {"e1": b"p"}, {"e1": b"x"},
+...                                entity_ttl_s=60, snapshot_ttl_s=60, claim_ttl_s=60))
+{}
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from features.store import (
+    DUPLICATE,
+    ENTITY,
+    EXPIRED,
+    JOINED,
+    LEARNED,
+    LEARNED_VALUE,
+    PARKED,
+    PENDING_LABEL,
+    SEEN,
+    SNAPSHOT,
+    BatchRead,
+    State,
+    check_ttl,
+    decode_state,
+    encode_state,
+    key_prefix,
+)
+
+__all__ = ["MemoryFeatureStore"]
+
+_MIN_SWEEP = 1024
+
+
+class MemoryFeatureStore:
+    """The :class:`~features.store.FeatureStore` contract over a dict, for one process."""
+
+    def __init__(self, namespace: str = "", *, clock: Callable[[], float] = time.monotonic):
+        self._prefix = key_prefix(namespace)
+        self._clock = clock
+        self._data: dict[str, tuple[bytes, float]] = {}
+        self._writes = 0
+
+    # -- the contract -------------------------------------------------------
+
+    async def read_entities(self, entity_ids: Sequence[str]) -> list[State | None]:
+        now = self._clock()
+        return [decode_state(self._get(ENTITY + i, now)) for i in entity_ids]
+
+    async def write_entities(self, states: Mapping[str, State], ttl_s: int) -> None:
+        self._set_many(ENTITY, {k: encode_state(v) for k, v in states.items()}, ttl_s)
+
+    async def put_snapshots(self, snaps: Mapping[str, bytes], ttl_s: int) -> None:
+        self._set_many(SNAPSHOT, snaps, ttl_s)
+
+    async def get_snapshots(self, event_ids: Sequence[str]) -> list[bytes | None]:
+        now = self._clock()
+        return [self._get(SNAPSHOT + i, now) for i in event_ids]
+
+    async def begin_batch(self, entity_ids: Sequence[str], event_ids: Sequence[str]) -> BatchRead:
+        now = self._clock()
+        return BatchRead(
+            states=[decode_state(self._get(ENTITY + i, now)) for i in entity_ids],
+            seen=[self._get(SEEN + i, now) for i in event_ids],
+        )
+
+    async def commit_batch(
+        self,
+        states: Mapping[str, State],
+        claims: Mapping[str, bytes],
+        snapshots: Mapping[str, bytes],
+        *,
+        entity_ttl_s: int,
+        snapshot_ttl_s: int,
+        claim_ttl_s: int,
+    ) -> dict[str, bytes]:
+        check_ttl(entity_ttl_s)
+        check_ttl(snapshot_ttl_s)
+        learned_until = self._clock() + check_ttl(claim_ttl_s)
+        self._set_many(ENTITY, {k: encode_state(v) for k, v in states.items()}, entity_ttl_s)
+        self._set_many(SEEN, claims, claim_ttl_s)
+        self._set_many(SNAPSHOT, snapshots, snapshot_ttl_s)
+        now = self._clock()
+        early: dict[str, bytes] = {}
+        for event_id in snapshots:
+            label = self._pop(PENDING_LABEL + event_id, now)
+            if label is not None and self._set_nx(LEARNED + event_id, learned_until, now):
+                early[event_id] = label
+        return early
+
+    async def join_labels(
+        self, labels: Mapping[str, bytes], *, pending_ttl_s: int, learned_ttl_s: int
+    ) -> dict[str, tuple[str, bytes | None]]:
+        now = self._clock()
+        pending_until = now + check_ttl(pending_ttl_s)
+        learned_until = now + check_ttl(learned_ttl_s)
+        out: dict[str, tuple[str, bytes | None]] = {}
+        for event_id, label in labels.items():
+            snap = self._get(SNAPSHOT + event_id, now)
+            if snap is not None:
+                fresh = self._set_nx(LEARNED + event_id, learned_until, now)
+                out[event_id] = (JOINED, snap) if fresh else (DUPLICATE, None)
+            elif self._get(SEEN + event_id, now) is not None:
+                out[event_id] = (EXPIRED, None)
+            else:
+                self._data[self._prefix + PENDING_LABEL + event_id] = (bytes(label), pending_until)
+                out[event_id] = (PARKED, None)
+        self._wrote(len(labels))
+        return out
+
+    async def ping(self) -> bool:
+        return True
+
+    async def aclose(self) -> None:
+        self._data.clear()
+
+    # -- a tiny key-value store with expiry --------------------------------
+
+    def _get(self, key: str, now: float) -> bytes | None:
+        item = self._data.get(self._prefix + key)
+        if item is None:
+            return None
+        if item[1] <= now:
+            del self._data[self._prefix + key]
+            return None
+        return item[0]
+
+    def _pop(self, key: str, now: float) -> bytes | None:
+        value = self._get(key, now)
+        if value is not None:
+            del self._data[self._prefix + key]
+        return value
+
+    def _set_nx(self, key: str, expires: float, now: float) -> bool:
+        """``SET key 1 NX``: ``True`` if the key was absent (and is now set)."""
+        if self._get(key, now) is not None:
+            return False
+        self._data[self._prefix + key] = (LEARNED_VALUE, expires)
+        self._wrote(1)
+        return True
+
+    def _set_many(self, kind: str, values: Mapping[str, bytes], ttl_s: int) -> None:
+        expires = self._clock() + check_ttl(ttl_s)
+        for key, value in values.items():
+            self._data[self._prefix + kind + key] = (bytes(value), expires)
+        self._wrote(len(values))
+
+    def _wrote(self, n: int) -> None:
+        self._writes += n
+        if self._writes >= max(_MIN_SWEEP, len(self._data)):
+            now = self._clock()
+            self._data = {k: item for k, item in self._data.items() if item[1] > now}
+            self._writes = 0

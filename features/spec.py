@@ -1,0 +1,185 @@
+"""Compile the declared ``[features]`` settings into a :class:`FeatureSpec`.
+
+Each declared aggregate over a numeric event feature yields
+
+* cumulative stats over the entity's life, named ``{feature}_{stat}_by_entity``, chosen from
+  :data:`CUMULATIVE_STATS`;
+* for each window, windowed stats named ``{feature}_{stat}_by_entity_{window}``, chosen from
+  :data:`WINDOW_STATS`;
+
+plus ``seconds_since_last_by_entity`` when ``since_last`` is on. Windows are written
+``<positive integer><unit>`` with unit ``s``, ``m``, ``h``, ``d`` or ``w``; the name keeps the
+window exactly as written.
+
+>>> from stream_app.settings import AggregateSettings, FeatureSettings
+>>> spec = compile_spec(FeatureSettings(
+...     aggregates=(AggregateSettings(feature="amount", stats=("count", "mean"),
+...                                   windows=("1h",), window_stats=("sum",)),),
+...     since_last=True))
+>>> spec.names
+('amount_count_by_entity', 'amount_mean_by_entity', 'amount_sum_by_entity_1h', 'seconds_since_last_by_entity')
+>>> spec.aggregates[0].horizon_s
+3600.0
+>>> compile_spec(FeatureSettings(aggregates=(AggregateSettings(feature="x", stats=("median",)),)))
+Traceback (most recent call last):
+...
+stream_app.errors.ConfigError: features.aggregates[0] (x): unknown stat 'median'; choose from count, sum, mean, min, max, last, std
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from stream_app.errors import ConfigError
+
+if TYPE_CHECKING:
+    from stream_app.settings import AggregateSettings, FeatureSettings
+
+__all__ = [
+    "CUMULATIVE_STATS",
+    "SINCE_LAST",
+    "WINDOW_STATS",
+    "AggregateSpec",
+    "FeatureSpec",
+    "WindowSpec",
+    "compile_spec",
+    "parse_window",
+]
+
+#: cumulative stats, in the order of the per-stat values ``aggregates`` computes
+CUMULATIVE_STATS: Final = ("count", "sum", "mean", "min", "max", "last", "std")
+#: stats available over a sliding window
+WINDOW_STATS: Final = ("count", "sum", "mean")
+#: name of the optional recency feature
+SINCE_LAST: Final = "seconds_since_last_by_entity"
+
+_UNIT_SECONDS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+_WINDOW_RE: Final = re.compile(r"([1-9][0-9]*)([smhdw])")
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSpec:
+    """One sliding window of one aggregate, with its output names (``None``: not requested)."""
+
+    label: str
+    seconds: float
+    count_name: str | None
+    sum_name: str | None
+    mean_name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateSpec:
+    """The compiled outputs of one aggregated feature."""
+
+    feature: str
+    #: ``(output name, index into CUMULATIVE_STATS)`` in declared order
+    cumulative: tuple[tuple[str, int], ...]
+    windows: tuple[WindowSpec, ...]
+    #: the longest window in seconds (0.0 without windows): how far back points are kept
+    horizon_s: float
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureSpec:
+    """Everything the aggregate functions need, compiled once at start-up."""
+
+    aggregates: tuple[AggregateSpec, ...]
+    since_last: bool
+    max_window_points: int
+    entity_ttl_s: int
+    #: every output feature name, in a stable order
+    names: tuple[str, ...]
+
+
+def parse_window(text: str) -> float:
+    """Seconds in a window written like ``30s``, ``10m``, ``1h``, ``24h``, ``7d`` or ``2w``.
+
+    >>> parse_window("10m"), parse_window("7d")
+    (600.0, 604800.0)
+    >>> parse_window("1.5h")
+    Traceback (most recent call last):
+    ...
+    stream_app.errors.ConfigError: bad window '1.5h': write <positive integer><unit>, unit one of s, m, h, d, w (e.g. 30s, 10m, 1h, 7d)
+    """
+    match = _WINDOW_RE.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise ConfigError(
+            f"bad window {text!r}: write <positive integer><unit>, unit one of "
+            f"{', '.join(_UNIT_SECONDS)} (e.g. 30s, 10m, 1h, 7d)"
+        )
+    return float(int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def compile_spec(settings: FeatureSettings) -> FeatureSpec:
+    """Validate the declared aggregates and derive every output name.
+
+    Raises :class:`~stream_app.errors.ConfigError` for an unknown stat, a bad or repeated
+    window, a feature declared twice or an aggregate with no outputs.
+    """
+    aggregates = tuple(_compile_aggregate(i, a) for i, a in enumerate(settings.aggregates))
+    _check_unique((a.feature for a in aggregates), "feature declared in two aggregates")
+    names = [name for agg in aggregates for name in agg.names]
+    if settings.since_last:
+        names.append(SINCE_LAST)
+    _check_unique(names, "two aggregates produce the same feature name")
+    return FeatureSpec(
+        aggregates=aggregates,
+        since_last=settings.since_last,
+        max_window_points=settings.max_window_points,
+        entity_ttl_s=settings.entity_ttl_s,
+        names=tuple(names),
+    )
+
+
+def _compile_aggregate(index: int, agg: AggregateSettings) -> AggregateSpec:
+    where = f"features.aggregates[{index}] ({agg.feature})"
+    if not agg.feature:
+        raise ConfigError(f"features.aggregates[{index}]: feature name is empty")
+    _check_stats(where, agg.stats, CUMULATIVE_STATS)
+    _check_stats(where, agg.window_stats, WINDOW_STATS)
+    _check_unique(agg.windows, f"{where}: window repeated")
+    if agg.windows and not agg.window_stats:
+        raise ConfigError(f"{where}: windows declared but window_stats is empty")
+    cumulative = tuple(
+        (f"{agg.feature}_{stat}_by_entity", CUMULATIVE_STATS.index(stat)) for stat in agg.stats
+    )
+    windows = tuple(_window(agg.feature, label, agg.window_stats) for label in agg.windows)
+    names = tuple(name for name, _ in cumulative) + tuple(
+        name
+        for w in windows
+        for name in (w.count_name, w.sum_name, w.mean_name)
+        if name is not None
+    )
+    if not names:
+        raise ConfigError(f"{where}: no stats and no windows, so no features to compute")
+    horizon = max((w.seconds for w in windows), default=0.0)
+    return AggregateSpec(agg.feature, cumulative, windows, horizon, names)
+
+
+def _window(feature: str, label: str, stats: tuple[str, ...]) -> WindowSpec:
+    seconds = parse_window(label)
+
+    def name(stat: str) -> str | None:
+        return f"{feature}_{stat}_by_entity_{label}" if stat in stats else None
+
+    return WindowSpec(label, seconds, name("count"), name("sum"), name("mean"))
+
+
+def _check_stats(where: str, stats: tuple[str, ...], allowed: tuple[str, ...]) -> None:
+    for stat in stats:
+        if stat not in allowed:
+            raise ConfigError(f"{where}: unknown stat {stat!r}; choose from {', '.join(allowed)}")
+    _check_unique(stats, f"{where}: stat repeated")
+
+
+def _check_unique(items: Iterable[str], message: str) -> None:
+    seen: set[str] = set()
+    for item in items:
+        if item in seen:
+            raise ConfigError(f"{message}: {item!r}")
+        seen.add(item)

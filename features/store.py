@@ -1,0 +1,223 @@
+"""The online store contract: entity states, scoring snapshots, dedupe claims, early labels.
+
+Every method is batched and costs one round trip. The event agent spends two per batch:
+:meth:`FeatureStore.begin_batch` only *reads* (entity states and the claims of the event ids),
+and :meth:`FeatureStore.commit_batch` writes everything at once, atomically (states, claims,
+snapshots) and hands back the labels that arrived before their events. Because the read
+claims nothing, a batch retried after a failure anywhere is processed exactly as the first
+time; a claim's value is the caller's (say, the prediction it emitted), so a retry can
+re-emit it. The label agent spends one: :meth:`FeatureStore.join_labels`, also atomic, so a
+label and its event can race without the label being lost or learned twice.
+
+A miss is ``None``, never an exception; an unreachable backend raises
+:class:`~stream_app.errors.ServiceError`.
+
+Keys live under ``stream:{namespace}:`` (``stream:`` without a namespace), so tests and several
+apps can share one Redis::
+
+    stream:{ns}:ent:{entity_id}      entity state (orjson)        entity TTL, refreshed on write
+    stream:{ns}:snap:{event_id}      scored feature vector        snapshot TTL
+    stream:{ns}:seen:{event_id}      claim: caller's bytes        claim TTL
+    stream:{ns}:plabel:{event_id}    label that came early        pending TTL
+    stream:{ns}:learned:{event_id}   "1": learned once            claim / learned TTL
+
+Backends are chosen by URL: ``memory://`` (:class:`~features.memory_store.MemoryFeatureStore`)
+or ``redis://host:port/db``, ``rediss://...``, ``unix:///path.sock``
+(:class:`~features.redis_store.RedisFeatureStore`).
+
+>>> import asyncio
+>>> TTLS = dict(entity_ttl_s=60, snapshot_ttl_s=60, claim_ttl_s=60)
+>>> async def demo():
+...     store = open_feature_store("memory://", namespace="demo")
+...     early = await store.join_labels({"e1": b"fraud"}, pending_ttl_s=60, learned_ttl_s=60)
+...     first = await store.begin_batch(["alice"], ["e1"])
+...     learn = await store.commit_batch({"alice": {"n": 1}}, {"e1": b"pred"}, {"e1": b"x"}, **TTLS)
+...     retry = await store.begin_batch(["alice"], ["e1"])
+...     again = await store.commit_batch({"alice": {"n": 1}}, {"e1": b"pred"}, {"e1": b"x"}, **TTLS)
+...     late = await store.join_labels({"e1": b"fraud"}, pending_ttl_s=60, learned_ttl_s=60)
+...     await store.aclose()
+...     return early, first, learn, retry, again, late
+>>> for step in asyncio.run(demo()): print(step)
+{'e1': ('parked', None)}
+BatchRead(states=[None], seen=[None])
+{'e1': b'fraud'}
+BatchRead(states=[{'n': 1}], seen=[b'pred'])
+{}
+{'e1': ('duplicate', None)}
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol, runtime_checkable
+
+import orjson
+
+from stream_app.errors import ConfigError
+
+__all__ = [
+    "DUPLICATE",
+    "EXPIRED",
+    "JOINED",
+    "PARKED",
+    "BatchRead",
+    "FeatureStore",
+    "decode_state",
+    "encode_state",
+    "key_prefix",
+    "open_feature_store",
+]
+
+log = logging.getLogger(__name__)
+
+#: a per-entity state as stored: a JSON object
+State = dict[str, Any]
+
+ENTITY: Final = "ent:"
+SNAPSHOT: Final = "snap:"
+SEEN: Final = "seen:"
+PENDING_LABEL: Final = "plabel:"
+LEARNED: Final = "learned:"
+LEARNED_VALUE: Final = b"1"
+
+#: what :meth:`FeatureStore.join_labels` did with a label
+JOINED: Final = "joined"  # its snapshot was there and it was not learned yet: learn now
+DUPLICATE: Final = "duplicate"  # its event was learned from already
+EXPIRED: Final = "expired"  # its event was scored but the snapshot has expired
+PARKED: Final = "parked"  # its event was not scored yet: kept for commit_batch
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRead:
+    """What :meth:`FeatureStore.begin_batch` found, aligned with its arguments."""
+
+    #: one per entity id: the stored state, or ``None``
+    states: list[State | None]
+    #: one per event id: the claim value committed for it, or ``None`` if never committed
+    seen: list[bytes | None]
+
+
+@runtime_checkable
+class FeatureStore(Protocol):
+    """The online store. Every call is one round trip; results align with their arguments."""
+
+    async def read_entities(self, entity_ids: Sequence[str]) -> list[State | None]:
+        """Entity states, ``None`` for a miss."""
+        ...
+
+    async def write_entities(self, states: Mapping[str, State], ttl_s: int) -> None:
+        """Store entity states, (re)setting their TTL."""
+        ...
+
+    async def put_snapshots(self, snaps: Mapping[str, bytes], ttl_s: int) -> None:
+        """Store the feature vectors used for scoring, by event id (no label is taken)."""
+        ...
+
+    async def get_snapshots(self, event_ids: Sequence[str]) -> list[bytes | None]:
+        """Scoring snapshots by event id, ``None`` for a miss."""
+        ...
+
+    async def begin_batch(self, entity_ids: Sequence[str], event_ids: Sequence[str]) -> BatchRead:
+        """Read entity states and event claims; writes nothing, so it is safe to repeat."""
+        ...
+
+    async def commit_batch(
+        self,
+        states: Mapping[str, State],
+        claims: Mapping[str, bytes],
+        snapshots: Mapping[str, bytes],
+        *,
+        entity_ttl_s: int,
+        snapshot_ttl_s: int,
+        claim_ttl_s: int,
+    ) -> dict[str, bytes]:
+        """Atomically write states, claims and snapshots; take the labels parked for them.
+
+        Every write is a plain overwrite. Then, for each snapshot's event id, a parked label is
+        removed and, unless the event was learned from already, marked learned (claim TTL) and
+        returned: ``{event_id: label}``. Each label is returned at most once, ever.
+        """
+        ...
+
+    async def join_labels(
+        self, labels: Mapping[str, bytes], *, pending_ttl_s: int, learned_ttl_s: int
+    ) -> dict[str, tuple[str, bytes | None]]:
+        """Atomically join labels to snapshots: ``{event_id: (status, snapshot or None)}``.
+
+        :data:`JOINED` (with the snapshot; the event is now marked learned), :data:`DUPLICATE`,
+        :data:`EXPIRED` (claimed, snapshot gone) or :data:`PARKED` (kept ``pending_ttl_s`` for
+        :meth:`commit_batch`; a later label for the same id replaces it).
+        """
+        ...
+
+    async def ping(self) -> bool:
+        """``True`` if the backend answers; never raises."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...
+
+
+def open_feature_store(url: str, *, namespace: str = "") -> FeatureStore:
+    """The store for ``url``: ``memory://`` or ``redis://``, ``rediss://``, ``unix://``.
+
+    >>> type(open_feature_store("memory://")).__name__
+    'MemoryFeatureStore'
+    >>> open_feature_store("postgres://db")
+    Traceback (most recent call last):
+    ...
+    stream_app.errors.ConfigError: feature store URL must start with memory://, redis://, rediss:// or unix://, got 'postgres://db'
+    """
+    scheme = url.partition("://")[0] if "://" in url else ""
+    if scheme == "memory":
+        from features.memory_store import MemoryFeatureStore
+
+        return MemoryFeatureStore(namespace)
+    if scheme in ("redis", "rediss", "unix"):
+        from features.redis_store import RedisFeatureStore
+
+        return RedisFeatureStore.from_url(url, namespace=namespace)
+    raise ConfigError(
+        "feature store URL must start with memory://, redis://, rediss:// or unix://, "
+        f"got {url!r}"
+    )
+
+
+def key_prefix(namespace: str) -> str:
+    """The prefix of every key of a store.
+
+    >>> key_prefix(""), key_prefix("t1"), key_prefix("t1:")
+    ('stream:', 'stream:t1:', 'stream:t1:')
+    """
+    if not namespace:
+        return "stream:"
+    return f"stream:{namespace}" if namespace.endswith(":") else f"stream:{namespace}:"
+
+
+def check_ttl(ttl_s: int) -> int:
+    """TTLs are whole seconds, at least 1 (Redis ``EX`` semantics)."""
+    ttl = int(ttl_s)
+    if ttl < 1 or ttl != ttl_s:
+        raise ValueError(f"ttl_s must be a whole number of seconds >= 1, got {ttl_s!r}")
+    return ttl
+
+
+def encode_state(state: State) -> bytes:
+    return orjson.dumps(state)
+
+
+def decode_state(blob: bytes | None) -> State | None:
+    """A stored state, or ``None`` for a miss; an undecodable blob is logged and is a miss."""
+    if blob is None:
+        return None
+    try:
+        state = orjson.loads(blob)
+    except orjson.JSONDecodeError:
+        state = None
+    if not isinstance(state, dict):
+        log.warning("feature store: undecodable entity state dropped (%d bytes)", len(blob))
+        return None
+    return state

@@ -1,0 +1,218 @@
+"""The online store contract, run against every backend (Feast's "universal" tests).
+
+The Redis backend uses the session fixture ``redis_url`` (a running redis-server, possibly
+shared); each test gets its own namespace so nothing collides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from features.store import BatchRead, FeatureStore, open_feature_store
+from stream_app.errors import ServiceError
+
+TTL = 60
+TTLS = dict(entity_ttl_s=TTL, snapshot_ttl_s=TTL, claim_ttl_s=TTL)
+LABEL_TTLS = dict(pending_ttl_s=TTL, learned_ttl_s=TTL)
+STATE = {"v": 1, "ts": 12.5, "f": {"amount": {"n": 2, "t": [1.0, 2.5], "c": [3.0, -1e-9]}}}
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    return "memory://" if request.param == "memory" else request.getfixturevalue("redis_url")
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[FeatureStore]:
+    s = open_feature_store(store_url, namespace=f"test-{uuid.uuid4().hex}")
+    yield s
+    await s.aclose()
+
+
+async def test_is_a_feature_store_and_answers_ping(store: FeatureStore) -> None:
+    assert isinstance(store, FeatureStore)
+    assert await store.ping() is True
+
+
+async def test_misses_are_none_and_empty_calls_are_empty(store: FeatureStore) -> None:
+    assert await store.read_entities(["nobody", "nobody-else"]) == [None, None]
+    assert await store.get_snapshots(["e-missing"]) == [None]
+    assert await store.begin_batch(["nobody"], ["e-missing"]) == BatchRead([None], [None])
+    assert await store.read_entities([]) == []
+    assert await store.get_snapshots([]) == []
+    assert await store.begin_batch([], []) == BatchRead([], [])
+    assert await store.commit_batch({}, {}, {}, **TTLS) == {}
+    assert await store.join_labels({}, **LABEL_TTLS) == {}
+    await store.write_entities({}, TTL)
+    await store.put_snapshots({}, TTL)
+
+
+async def test_entity_state_round_trip(store: FeatureStore) -> None:
+    await store.write_entities({"alice": STATE, "bøb é/🙂": {"x": [1, 2.5, None]}}, TTL)
+    got = await store.read_entities(["bøb é/🙂", "missing", "alice", "alice"])
+    assert got == [{"x": [1, 2.5, None]}, None, STATE, STATE]
+    mine = got[2]
+    assert mine is not None
+    mine["ts"] = 0.0   # callers own what they read
+    assert (await store.read_entities(["alice"]))[0] == STATE
+    await store.write_entities({"alice": {"v": 2}}, TTL)
+    assert await store.read_entities(["alice"]) == [{"v": 2}]
+
+
+async def test_snapshots_round_trip_as_opaque_bytes(store: FeatureStore) -> None:
+    blob = bytes(range(256))
+    await store.put_snapshots({"e1": blob, "e2": b""}, TTL)
+    assert await store.get_snapshots(["e2", "e1", "e3"]) == [b"", blob, None]
+
+
+async def test_begin_batch_reads_states_and_claims_and_writes_nothing(store: FeatureStore) -> None:
+    await store.commit_batch({"alice": STATE}, {"old": b"prediction", "e0": b""}, {}, **TTLS)
+    for _ in range(2):  # reading twice reads the same: nothing is claimed
+        read = await store.begin_batch(["alice", "bob"], ["e1", "old", "e1", "e0"])
+        assert read == BatchRead(states=[STATE, None], seen=[None, b"prediction", None, b""])
+
+
+async def test_commit_then_begin_shows_states_claims_and_snapshots(store: FeatureStore) -> None:
+    assert await store.commit_batch(
+        {"alice": {"n": 3}, "bob": {"n": 1}}, {"e1": b"p1", "e2": b"p2"},
+        {"e1": b"v1", "e2": b"v2"}, **TTLS) == {}
+    read = await store.begin_batch(["bob", "alice", "carol"], ["e1", "e2", "e3"])
+    assert read == BatchRead(states=[{"n": 1}, {"n": 3}, None], seen=[b"p1", b"p2", None])
+    assert await store.get_snapshots(["e1", "e2"]) == [b"v1", b"v2"]
+    # a retried commit overwrites, it does not fail
+    assert await store.commit_batch({"bob": {"n": 2}}, {"e1": b"p1'"}, {"e1": b"v1'"}, **TTLS) == {}
+    read = await store.begin_batch(["bob"], ["e1"])
+    assert read == BatchRead(states=[{"n": 2}], seen=[b"p1'"])
+    assert await store.get_snapshots(["e1"]) == [b"v1'"]
+
+
+async def test_join_labels_joins_then_reports_duplicates(store: FeatureStore) -> None:
+    await store.commit_batch({}, {"e1": b"p", "e2": b"p"}, {"e1": b"v1", "e2": b"v2"}, **TTLS)
+    assert await store.join_labels({"e1": b"1"}, **LABEL_TTLS) == {"e1": ("joined", b"v1")}
+    assert await store.join_labels({"e1": b"1", "e2": b"0"}, **LABEL_TTLS) == {
+        "e1": ("duplicate", None), "e2": ("joined", b"v2")}
+    assert await store.join_labels({"e2": b"0"}, **LABEL_TTLS) == {"e2": ("duplicate", None)}
+
+
+async def test_parked_label_is_taken_by_commit_exactly_once(store: FeatureStore) -> None:
+    assert await store.join_labels({"e1": b"0", "e2": b"x"}, **LABEL_TTLS) == {
+        "e1": ("parked", None), "e2": ("parked", None)}
+    assert await store.join_labels({"e1": b"1"}, **LABEL_TTLS) == {"e1": ("parked", None)}
+    # labels are taken for snapshot ids only, never by put_snapshots
+    assert await store.commit_batch({}, {"e2": b"p"}, {}, **TTLS) == {}
+    await store.put_snapshots({"e2": b"v2"}, TTL)
+    assert await store.commit_batch({}, {"e1": b"p"}, {"e1": b"v1", "e3": b"v3"}, **TTLS) == {
+        "e1": b"1"}                       # the later of two parked labels wins
+    assert await store.commit_batch({}, {"e1": b"p"}, {"e1": b"v1"}, **TTLS) == {}  # a retry
+    assert await store.join_labels({"e1": b"1"}, **LABEL_TTLS) == {"e1": ("duplicate", None)}
+    assert await store.commit_batch({}, {}, {"e2": b"v2"}, **TTLS) == {"e2": b"x"}
+    assert await store.commit_batch({}, {}, {"e1": b"v1", "e2": b"v2"}, **TTLS) == {}
+
+
+async def test_join_and_commit_racing_learn_each_label_exactly_once(store: FeatureStore) -> None:
+    ids = [f"e{i}" for i in range(300)]
+    chunks = [ids[k:k + 25] for k in range(0, len(ids), 25)]
+    joins: list[asyncio.Task[dict[str, tuple[str, bytes | None]]]] = []
+    commits: list[asyncio.Task[dict[str, bytes]]] = []
+    for k, chunk in enumerate(chunks):  # alternate which of the two is sent first
+        join = store.join_labels({i: i.encode() for i in chunk}, **LABEL_TTLS)
+        commit = store.commit_batch({}, {i: b"p" for i in chunk}, {i: b"v" for i in chunk}, **TTLS)
+        if k % 2:
+            commits.append(asyncio.ensure_future(commit))
+        joins.append(asyncio.ensure_future(join))
+        if not k % 2:
+            commits.append(asyncio.ensure_future(commit))
+    learned = [i for j in await asyncio.gather(*joins)
+               for i, (status, _) in j.items() if status == "joined"]
+    learned += [i for c in await asyncio.gather(*commits)
+                for i, label in c.items() if label == i.encode()]
+    assert sorted(learned) == sorted(ids)
+
+
+async def test_expired_snapshot_and_labels_of_learned_events(store: FeatureStore) -> None:
+    await store.commit_batch({}, {"e1": b"p"}, {"e1": b"v"}, entity_ttl_s=TTL, snapshot_ttl_s=1,
+                             claim_ttl_s=TTL)
+    await store.put_snapshots({"e2": b"v"}, 1)          # scored without a claim
+    assert await store.join_labels({"e2": b"1"}, **LABEL_TTLS) == {"e2": ("joined", b"v")}
+    await asyncio.sleep(1.2)
+    assert await store.join_labels({"e1": b"1", "e2": b"1"}, **LABEL_TTLS) == {
+        "e1": ("expired", None), "e2": ("parked", None)}
+    # e1's label was not parked; e2's was, but e2 was learned from already: neither comes back
+    assert await store.commit_batch({}, {}, {"e1": b"v", "e2": b"v"}, **TTLS) == {}
+
+
+async def test_ttls_expire_and_writes_refresh_them(store: FeatureStore) -> None:
+    await store.write_entities({"short": {"a": 1}, "kept": {"a": 2}}, 1)
+    await store.write_entities({"kept": {"a": 3}}, TTL)
+    await store.commit_batch({"committed": {"a": 4}, "brief": {"a": 5}}, {"e1": b"p"},
+                             {"e1": b"v"}, entity_ttl_s=TTL, snapshot_ttl_s=1, claim_ttl_s=1)
+    await store.commit_batch({"brief": {"a": 6}}, {}, {}, entity_ttl_s=1, snapshot_ttl_s=TTL,
+                             claim_ttl_s=TTL)
+    await store.join_labels({"e2": b"1"}, pending_ttl_s=1, learned_ttl_s=TTL)
+    await asyncio.sleep(1.3)
+    read = await store.begin_batch(["short", "kept", "committed", "brief"], ["e1"])
+    assert read == BatchRead(states=[None, {"a": 3}, {"a": 4}, None], seen=[None])
+    assert await store.get_snapshots(["e1"]) == [None]
+    assert await store.commit_batch({}, {}, {"e2": b"v"}, **TTLS) == {}   # parked label expired
+
+
+@pytest.mark.parametrize("ttl", [0, -1, 1.5])
+async def test_bad_ttl_is_rejected_before_any_write(store: FeatureStore, ttl: float) -> None:
+    with pytest.raises(ValueError, match="ttl_s"):
+        await store.write_entities({"a": {}}, ttl)  # type: ignore[arg-type]
+    for name in TTLS:
+        with pytest.raises(ValueError, match="ttl_s"):
+            await store.commit_batch({"a": {}}, {"e": b"p"}, {"e": b"v"},
+                                     **{**TTLS, name: ttl})  # type: ignore[arg-type]
+    for name in LABEL_TTLS:
+        with pytest.raises(ValueError, match="ttl_s"):
+            await store.join_labels({"e": b"1"}, **{**LABEL_TTLS, name: ttl})  # type: ignore[arg-type]
+    assert await store.begin_batch(["a"], ["e"]) == BatchRead([None], [None])
+    assert await store.commit_batch({}, {}, {"e": b"v"}, **TTLS) == {}
+
+
+async def test_namespaces_do_not_see_each_other(store: FeatureStore, store_url: str) -> None:
+    other = open_feature_store(store_url, namespace=f"test-{uuid.uuid4().hex}")
+    try:
+        await store.commit_batch({"alice": {"a": 1}}, {"e1": b"p"}, {"e1": b"v"}, **TTLS)
+        await store.join_labels({"e2": b"1"}, **LABEL_TTLS)
+        assert await other.begin_batch(["alice"], ["e1"]) == BatchRead([None], [None])
+        assert await other.get_snapshots(["e1"]) == [None]
+        assert await other.join_labels({"e1": b"1"}, **LABEL_TTLS) == {"e1": ("parked", None)}
+        assert await other.commit_batch({}, {}, {"e2": b"v"}, **TTLS) == {}
+        assert await store.join_labels({"e1": b"1"}, **LABEL_TTLS) == {"e1": ("joined", b"v")}
+    finally:
+        await other.aclose()
+
+
+async def test_large_batches(store: FeatureStore) -> None:
+    ids = [f"id-{i}" for i in range(2000)]
+    labels = {i: i.encode() for i in ids}
+    joined = await store.join_labels(labels, **LABEL_TTLS)
+    assert set(joined.values()) == {("parked", None)} and list(joined) == ids
+    early = await store.commit_batch({i: {"i": n} for n, i in enumerate(ids)},
+                                     {i: b"p" for i in ids}, {i: b"s" for i in ids}, **TTLS)
+    assert early == labels
+    read = await store.begin_batch(ids, ids)
+    assert [s and s["i"] for s in read.states] == list(range(2000))
+    assert read.seen == [b"p"] * 2000
+    again = await store.join_labels(labels, **LABEL_TTLS)
+    assert set(again.values()) == {("duplicate", None)} and len(again) == 2000
+
+
+async def test_unreachable_redis_is_a_retriable_service_error() -> None:
+    store = open_feature_store("redis://127.0.0.1:1/0")
+    try:
+        assert await store.ping() is False
+        for call in (store.begin_batch(["a"], ["e"]),
+                     store.commit_batch({"a": {}}, {"e": b"p"}, {"e": b"v"}, **TTLS),
+                     store.join_labels({"e": b"1"}, **LABEL_TTLS)):
+            with pytest.raises(ServiceError) as info:
+                await call
+            assert info.value.retriable
+    finally:
+        await store.aclose()
