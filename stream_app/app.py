@@ -1,0 +1,192 @@
+"""Faust wiring: ``create_app(settings)`` builds the app, its topics and two thin agents.
+
+Agents read in batches (``stream.take_events``), hand the batch to the :class:`~stream_app.flow.Engine`
+and send what it returns without awaiting each record; the batch is acked only after every send
+is delivered, so a crash replays it (at-least-once) and the store's ``event_id`` claims turn the
+replay into no second prediction. Errors are handled per batch and then per event inside the
+agent: an exception escaping a Faust agent would ack and silently skip the message.
+
+Concurrency stays 1 (faust-streaming #606 loses messages above 1); scale by partitions and workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import faust
+import orjson
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from stream_app import contract
+from stream_app.flow import Engine, Out, Record
+from stream_app.settings import Settings
+
+__all__ = ["StreamApp", "create_app"]
+
+log = logging.getLogger(__name__)
+
+
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust hard-codes ``fetch_max_wait_ms=1500``; the embedded broker holds every fetch that long."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = self.app.fetch_max_wait_ms  # type: ignore[attr-defined]
+        return consumer
+
+
+class _Consumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class StreamApp(faust.App):
+    """A Faust app that owns an :class:`Engine` and closes it on stop."""
+
+    engine: Engine
+    settings: Settings
+    fetch_max_wait_ms: int = 500
+
+    def _new_transport(self) -> Any:
+        transport = super()._new_transport()
+        transport.Consumer = _Consumer
+        return transport
+
+    async def on_stop(self) -> None:
+        await super().on_stop()
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            await engine.aclose()
+
+
+def _app_options(settings: Settings) -> dict[str, Any]:
+    opts: dict[str, Any] = dict(
+        broker=settings.kafka_url,
+        store="memory://",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        web_enabled=settings.web_enabled,
+        web_port=settings.web_port,
+        web_host="127.0.0.1",
+        datadir=str(settings.data_dir / "faust"),
+        consumer_auto_offset_reset="earliest",
+        producer_linger=0.002,
+        broker_commit_interval=1.0,
+        stream_wait_empty=False,
+        autodiscover=False,
+    )
+    if settings.embedded:
+        # tansu: a group join takes about half the session timeout; keep both small.
+        opts.update(broker_session_timeout=6.0, broker_heartbeat_interval=1.0,
+                    broker_rebalance_timeout=6.0, broker_request_timeout=20.0)
+    return opts
+
+
+def _records(events: Sequence[Any]) -> list[Record]:
+    out = []
+    for ev in events:
+        msg = ev.message
+        out.append(Record(msg.topic, msg.partition, msg.offset, msg.key, msg.value,
+                          msg.timestamp or 0.0))
+    return out
+
+
+def create_app(settings: Settings, *, engine: Engine | None = None) -> StreamApp:
+    """Build the Faust app for these settings. Nothing connects until the worker starts."""
+    app = StreamApp(settings.app_id, **_app_options(settings))
+    app.settings = settings
+    app.engine = engine or Engine(settings)
+    app.fetch_max_wait_ms = 20 if settings.embedded else 100
+
+    def topic(name: str) -> faust.TopicT:
+        return app.topic(settings.topic(name), key_type=bytes, value_type=bytes,
+                         key_serializer="raw", value_serializer="raw",
+                         partitions=settings.partitions)
+
+    topics = {name: topic(name) for name in contract.TOPICS}
+    app.contract_topics = topics  # type: ignore[attr-defined]
+
+    async def send_all(outs: list[Out]) -> None:
+        producer = app.producer
+        futures = [await producer.send(t, k, v, None, None, None) for t, k, v in outs]
+        if futures:
+            await asyncio.gather(*futures)
+
+    _register_batch_agent(app, topics[contract.EVENTS], "score_events",
+                          app.engine.process_events, send_all)
+    _register_batch_agent(app, topics[contract.LABELS], "learn_labels",
+                          app.engine.process_labels, send_all)
+
+    @app.timer(interval=settings.metrics_interval_s)
+    async def publish_metrics() -> None:
+        snap = app.engine.metrics.snapshot()
+        await send_all([(settings.topic(contract.METRICS), settings.app_id.encode(),
+                         orjson.dumps(snap))])
+
+    @app.on_partitions_assigned.connect
+    async def check_single_learner(sender: Any, assigned: set[Any], **kw: Any) -> None:
+        _check_single_learner(app, assigned)
+
+    return app
+
+
+def _register_batch_agent(
+    app: StreamApp,
+    source: faust.TopicT,
+    name: str,
+    process: Callable[[list[Record]], Awaitable[list[Out]]],
+    send_all: Callable[[list[Out]], Awaitable[None]],
+) -> None:
+    settings = app.settings
+
+    async def agent(stream: faust.StreamT) -> None:
+        await app.engine.start()
+        async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
+            batch = _records(events)
+            outs = await _process_safely(app, process, batch)
+            await send_all(outs)
+
+    agent.__name__ = agent.__qualname__ = name
+    app.agent(source, name=f"{settings.app_id}.{name}", concurrency=1)(agent)
+
+
+async def _process_safely(app: StreamApp, process: Callable[[list[Record]], Awaitable[list[Out]]],
+                          batch: list[Record]) -> list[Out]:
+    """Process a batch; if it fails, retry event by event and dead-letter only the culprits."""
+    try:
+        return await process(batch)
+    except Exception:
+        log.exception("batch of %d failed; retrying one record at a time", len(batch))
+    outs: list[Out] = []
+    for rec in batch:
+        try:
+            outs.extend(await process([rec]))
+        except Exception as exc:  # an error we did not foresee: never a silent skip
+            log.exception("record %s[%d]@%d failed", rec.topic, rec.partition, rec.offset)
+            app.engine.metrics.dead_letter("processing_error")
+            outs.append((app.settings.topic(contract.DEAD_LETTERS), rec.key, contract.dead_letter(
+                rec.value, rec.topic, rec.partition, rec.offset, "processing_error",
+                f"{type(exc).__name__}: {exc}")))
+    return outs
+
+
+def _check_single_learner(app: StreamApp, assigned: set[Any]) -> None:
+    """Learning in several workers would fork the model; stop learning and say so loudly."""
+    settings = app.settings
+    if settings.allow_multi_worker_learning:
+        return
+    events = settings.topic(contract.EVENTS)
+    mine = {tp.partition for tp in assigned if tp.topic == events}
+    if mine and len(mine) < settings.partitions:
+        app.engine.learning_enabled = False
+        log.error(
+            "this worker holds %d of %d partitions of %s: another worker shares the group. "
+            "Learning is DISABLED here so the model does not fork into divergent copies "
+            "(scoring continues). Run a single worker until the model registry lands, or set "
+            "STREAM_ALLOW_MULTI_WORKER_LEARNING=true to accept divergent models.",
+            len(mine), settings.partitions, events)
+    elif mine:
+        app.engine.learning_enabled = True

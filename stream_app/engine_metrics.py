@@ -1,0 +1,99 @@
+"""What one worker counts and measures; published as a snapshot on the ``metrics`` topic.
+
+>>> m = EngineMetrics(model="m", model_version="1")
+>>> m.dead_letter("schema"); m.batch(3, 2, 0.001)
+>>> snap = m.snapshot()
+>>> snap["events"]["received"], snap["events"]["predicted"], snap["dead_letters"]
+(3, 2, {'schema': 1})
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+from models.metrics import Percentiles, PrequentialMetrics
+
+__all__ = ["EngineMetrics"]
+
+
+class EngineMetrics:
+    def __init__(self, *, model: str, model_version: str, window: int = 1000) -> None:
+        self.model = model
+        self.model_version = model_version
+        self.started = time.time()
+        self.events_received = 0
+        self.predictions = 0
+        self.duplicate_events = 0
+        self.redelivered = 0
+        self.dead_letters: Counter[str] = Counter()
+        self.labels_received = 0
+        self.labels_joined = 0
+        self.labels_duplicate = 0
+        self.labels_expired = 0
+        self.labels_parked = 0
+        self.learned = 0
+        self.batches = 0
+        self.prequential = PrequentialMetrics(window=window)
+        self.latency = Percentiles()
+        self.label_delay = Percentiles()
+        self.stage: dict[str, Percentiles] = {
+            k: Percentiles() for k in ("batch", "store_read", "score", "store_write")}
+        self._rate_mark = (time.monotonic(), 0)
+        self.events_per_s = 0.0
+
+    # -- recording ----------------------------------------------------------------------------
+    def batch(self, received: int, predicted: int, seconds: float, **stages: float) -> None:
+        self.batches += 1
+        self.events_received += received
+        self.predictions += predicted
+        self.stage["batch"].add(seconds * 1000.0)
+        for name, s in stages.items():
+            self.stage[name.removesuffix("_s")].add(s * 1000.0)
+
+    def dead_letter(self, reason: str) -> None:
+        self.dead_letters[reason] += 1
+
+    def observe_latency(self, seconds: float) -> None:
+        self.latency.add(max(0.0, seconds) * 1000.0)
+
+    def label_joined(self, y: bool, score: float, threshold: float, *, delay_s: float) -> None:
+        self.labels_joined += 1
+        self.prequential.update(y, score, threshold)
+        self.label_delay.add(max(0.0, delay_s))
+
+    # -- reading ------------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        now_m = time.monotonic()
+        mark_t, mark_n = self._rate_mark
+        if now_m - mark_t > 0:
+            self.events_per_s = (self.events_received - mark_n) / (now_m - mark_t)
+        self._rate_mark = (now_m, self.events_received)
+        return {
+            "at": time.time(),
+            "uptime_s": time.time() - self.started,
+            "model": self.model,
+            "model_version": self.model_version,
+            "events": {
+                "received": self.events_received,
+                "predicted": self.predictions,
+                "duplicates": self.duplicate_events,
+                "redelivered": self.redelivered,
+                "per_s": self.events_per_s,
+            },
+            "dead_letters": dict(self.dead_letters),
+            "labels": {
+                "received": self.labels_received,
+                "joined": self.labels_joined,
+                "duplicate": self.labels_duplicate,
+                "expired": self.labels_expired,
+                "parked": self.labels_parked,
+                "learned": self.learned,
+                "coverage": self.labels_joined / self.predictions if self.predictions else None,
+                "delay_s": self.label_delay.summary(),
+            },
+            "prequential": self.prequential.snapshot(),
+            "latency_ms": self.latency.summary(),
+            "stage_ms": {k: v.summary() for k, v in self.stage.items()},
+        }

@@ -1,0 +1,286 @@
+"""The flow, per batch: validate -> features -> score -> remember -> emit, and label -> learn.
+
+This is the one module that awaits the online store; every stage it calls is a plain function
+or a small object (``validate``, ``features.aggregates``, ``models.spec``). It never talks to
+Kafka: it returns the records to send, and the agent (``stream_app.app``) sends them and acks
+the batch only once they are delivered.
+
+Two Redis round trips per batch of events (read states + claim event ids; write states +
+snapshots + pop labels that arrived early) and one per batch of labels.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from features.aggregates import fold_events
+from features.spec import FeatureSpec, compile_spec
+from features.store import FeatureStore, open_feature_store
+from models.metrics import decide
+from models.online import ModelOutputError
+from models.spec import OnlineModel, build_model, one_hot
+from stream_app import contract
+from stream_app.engine_metrics import EngineMetrics
+from stream_app.settings import Settings
+from stream_app.validate import Event, Label, Limits, Rejection, parse_event, parse_label
+
+__all__ = ["Engine", "Out", "Record"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Record:
+    """One consumed Kafka record, reduced to what the flow needs."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: float  # Kafka record timestamp, epoch seconds
+
+
+#: (topic, key, value) ready for the producer
+Out = tuple[str, bytes | None, bytes]
+
+
+class Engine:
+    """Holds the model, the feature spec, the store handle and the metrics of one worker."""
+
+    def __init__(self, settings: Settings, *, store: FeatureStore | None = None,
+                 model: OnlineModel | None = None) -> None:
+        self.settings = settings
+        self.limits = Limits(settings.max_payload_bytes, settings.max_abs_value)
+        self.spec: FeatureSpec = compile_spec(settings.features)
+        self.model: OnlineModel = model or build_model(settings.model)
+        self._store = store
+        self.metrics = EngineMetrics(model=self.model.name, model_version=self.model.version)
+        self.learning_enabled = True
+        self._t_predictions = settings.topic(contract.PREDICTIONS)
+        self._t_dead = settings.topic(contract.DEAD_LETTERS)
+        self._one_hot = settings.model.one_hot_strings
+        self._threshold = settings.model.threshold
+        self._positive = {p.lower() for p in settings.model.positive_labels}
+        self._seen_ttl = 2 * settings.label_horizon_s
+
+    @property
+    def store(self) -> FeatureStore:
+        if self._store is None:
+            raise RuntimeError("Engine.start() was not awaited")
+        return self._store
+
+    async def start(self) -> None:
+        if self._store is None:
+            self._store = open_feature_store(self.settings.store_url,
+                                             namespace=self.settings.app_id)
+
+    async def aclose(self) -> None:
+        if self._store is not None:
+            await self._store.aclose()
+            self._store = None
+
+    # -- events -----------------------------------------------------------------------------
+    async def process_events(self, records: Sequence[Record]) -> list[Out]:
+        """Validate, enrich, score and remember one batch; return the records to emit.
+
+        Idempotent under redelivery: nothing is written before ``commit_batch``, which claims the
+        event ids together with the states and snapshots in one atomic step. A record that comes
+        again from the same topic/partition/offset (the batch was processed but not acked)
+        re-emits its stored prediction; any other repeat of an ``event_id`` is a duplicate.
+        """
+        t0 = time.perf_counter()
+        out: list[Out] = []
+        fresh: list[tuple[Record, Event]] = []
+        for rec in records:
+            parsed = parse_event(rec.value, self.limits)
+            if isinstance(parsed, Rejection):
+                out.append(self._dead(rec, parsed))
+            else:
+                fresh.append((rec, parsed))
+        if not fresh:
+            self.metrics.batch(len(records), 0, time.perf_counter() - t0)
+            return out
+        entity_ids = list(dict.fromkeys(ev.entity_id for _, ev in fresh))
+        read = await self.store.begin_batch(entity_ids, [ev.event_id for _, ev in fresh])
+        t1 = time.perf_counter()
+        fresh, redelivered = self._dedupe(fresh, read.seen)
+        if redelivered:
+            out.extend(await self._replay_predictions(redelivered))
+        states = dict(zip(entity_ids, read.states, strict=True))
+        scored, snapshots, claims = self._score_batch(fresh, states, out)
+        t2 = time.perf_counter()
+        touched = {e: states[e] for e in {ev.entity_id for _, ev in fresh}} if self.spec.names else {}
+        early = await self.store.commit_batch(
+            touched, claims, snapshots,
+            entity_ttl_s=self.settings.features.entity_ttl_s,
+            snapshot_ttl_s=self.settings.label_horizon_s, claim_ttl_s=self._seen_ttl)
+        if self.model.kind == "anomaly" and self.learning_enabled:
+            for x in scored:
+                self.model.learn_one(x, None)
+        for event_id, raw_label in early.items():
+            self._learn_early(event_id, raw_label, snapshots[event_id])
+        t3 = time.perf_counter()
+        self.metrics.batch(len(records), len(snapshots), t3 - t0,
+                           store_read_s=t1 - t0, score_s=t2 - t1, store_write_s=t3 - t2)
+        return out
+
+    def _dedupe(self, batch: list[tuple[Record, Event]], seen: Sequence[bytes | None]
+                ) -> tuple[list[tuple[Record, Event]], list[tuple[Record, Event]]]:
+        """Split into first sightings and redeliveries; count and drop true duplicates."""
+        fresh, redelivered = [], []
+        in_batch: set[str] = set()
+        for (rec, ev), claim in zip(batch, seen, strict=True):
+            if claim is None and ev.event_id not in in_batch:
+                in_batch.add(ev.event_id)
+                fresh.append((rec, ev))
+            elif claim is not None and claim == _position(rec):
+                redelivered.append((rec, ev))
+            else:
+                self.metrics.duplicate_events += 1
+        return fresh, redelivered
+
+    def _score_batch(self, batch: list[tuple[Record, Event]], states: dict[str, Any],
+                     out: list[Out]) -> tuple[list[dict[str, float]], dict[str, bytes],
+                                              dict[str, bytes]]:
+        """Featurise (point in time, entity by entity) and score, in arrival order."""
+        aggregates = self._aggregates(batch, states)
+        xs: list[dict[str, float]] = []
+        snapshots: dict[str, bytes] = {}
+        claims: dict[str, bytes] = {}
+        for i, (rec, ev) in enumerate(batch):
+            x = one_hot(ev.features) if self._one_hot else _numeric(ev.features)
+            if aggregates:
+                x.update(aggregates[i])
+            try:
+                score = self.model.predict_proba_one(x)
+            except ModelOutputError as exc:
+                out.append(self._dead(rec, Rejection("model_output", str(exc))))
+                continue
+            now = time.time()
+            latency_ms = max(0.0, (now - rec.timestamp) * 1000.0) if rec.timestamp else 0.0
+            out.append((self._t_predictions, ev.event_id.encode(),
+                        self._prediction(ev, score, now, latency_ms, self.model.version)))
+            snapshots[ev.event_id] = orjson.dumps(
+                {"x": x, "s": score, "v": self.model.version, "t": now, "l": latency_ms})
+            claims[ev.event_id] = _position(rec)
+            xs.append(x)
+        return xs, snapshots, claims
+
+    def _aggregates(self, batch: list[tuple[Record, Event]], states: dict[str, Any]
+                    ) -> list[dict[str, float]]:
+        """Each event's entity aggregates as they stood before it; ``states`` move forward."""
+        if not self.spec.names:
+            return []
+        by_entity: dict[str, list[int]] = {}
+        for i, (_, ev) in enumerate(batch):
+            by_entity.setdefault(ev.entity_id, []).append(i)
+        rows: list[dict[str, float]] = [{}] * len(batch)
+        for entity, idx in by_entity.items():
+            got, states[entity] = fold_events(
+                self.spec, states.get(entity),
+                [(batch[i][1].timestamp, batch[i][1].features) for i in idx], reuse_state=True)
+            for i, row in zip(idx, got, strict=True):
+                rows[i] = row
+        return rows
+
+    async def _replay_predictions(self, batch: list[tuple[Record, Event]]) -> list[Out]:
+        """Re-emit the predictions of records processed before a crash (same position)."""
+        snaps = await self.store.get_snapshots([ev.event_id for _, ev in batch])
+        out: list[Out] = []
+        for (_, ev), snap in zip(batch, snaps, strict=True):
+            self.metrics.redelivered += 1
+            if snap is None:  # expired: nothing to re-emit; the original was sent long ago
+                continue
+            s = orjson.loads(snap)
+            out.append((self._t_predictions, ev.event_id.encode(),
+                        self._prediction(ev, s["s"], s["t"], s["l"], s["v"])))
+        return out
+
+    def _prediction(self, ev: Event, score: float, scored_at: float, latency_ms: float,
+                    version: str) -> bytes:
+        self.metrics.observe_latency(latency_ms)
+        return contract.prediction(
+            event_id=ev.event_id, entity_id=ev.entity_id, model=self.model.name,
+            model_version=version, score=score, predicted=decide(score, self._threshold),
+            event_timestamp=ev.timestamp, scored_at=scored_at, latency_ms=latency_ms)
+
+    def _dead(self, rec: Record, rej: Rejection) -> Out:
+        self.metrics.dead_letter(rej.reason)
+        value = rec.value or b""
+        if rej.reason == "too_large":
+            value = value[:4096]  # the original is too large to forward; keep its head
+        return (self._t_dead, rec.key, contract.dead_letter(
+            value, rec.topic, rec.partition, rec.offset, rej.reason, rej.error))
+
+    # -- labels -----------------------------------------------------------------------------
+    def to_target(self, label: bool | int | str) -> bool:
+        """Map a label to the positive class.
+
+        ``True``, non-zero ints and the configured strings (case-insensitive) are positive.
+        """
+        if type(label) is bool:
+            return label
+        if type(label) is int:
+            return label != 0
+        return str(label).strip().lower() in self._positive
+
+    async def process_labels(self, records: Sequence[Record]) -> list[Out]:
+        """Join labels to the feature snapshots they were scored with, and learn once each."""
+        out: list[Out] = []
+        labels: dict[str, tuple[Label, bytes]] = {}
+        for rec in records:
+            parsed = parse_label(rec.value, self.limits)
+            if isinstance(parsed, Rejection):
+                out.append(self._dead(rec, parsed))
+                continue
+            self.metrics.labels_received += 1
+            if parsed.event_id in labels:
+                self.metrics.labels_duplicate += 1
+                continue
+            labels[parsed.event_id] = (parsed, rec.value or b"")
+        if not labels:
+            return out
+        joined = await self.store.join_labels(
+            {eid: raw for eid, (_, raw) in labels.items()},
+            pending_ttl_s=self.settings.label_horizon_s, learned_ttl_s=self._seen_ttl)
+        for eid, (label, _) in labels.items():
+            status, snap = joined[eid]
+            if status == "joined" and snap is not None:
+                self._learn(label, snap)
+            elif status == "duplicate":
+                self.metrics.labels_duplicate += 1
+            elif status == "expired":
+                self.metrics.labels_expired += 1
+            else:
+                self.metrics.labels_parked += 1
+        return out
+
+    def _learn_early(self, event_id: str, raw_label: bytes, snap: bytes) -> None:
+        parsed = parse_label(raw_label, self.limits)
+        if isinstance(parsed, Rejection):  # it was valid when parked; be safe anyway
+            log.warning("parked label for %s no longer parses: %s", event_id, parsed.error)
+            return
+        self._learn(parsed, snap)
+
+    def _learn(self, label: Label, snap: bytes) -> None:
+        s = orjson.loads(snap)
+        y = self.to_target(label.label)
+        self.metrics.label_joined(y, s["s"], self._threshold, delay_s=time.time() - s["t"])
+        if self.learning_enabled and self.model.kind == "classifier":
+            self.model.learn_one(s["x"], y)
+            self.metrics.learned += 1
+
+
+def _position(rec: Record) -> bytes:
+    return f"{rec.topic}:{rec.partition}:{rec.offset}".encode()
+
+
+def _numeric(features: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in features.items() if type(v) in (int, float)}

