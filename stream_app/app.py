@@ -176,10 +176,11 @@ async def _process_safely(app: StreamApp, process: Callable[[list[Record]], Awai
 def _check_single_learner(app: StreamApp, assigned: set[Any]) -> None:
     """Learning in several workers would fork the model; stop learning and say so loudly."""
     settings = app.settings
-    if settings.allow_multi_worker_learning:
-        return
     events = settings.topic(contract.EVENTS)
     mine = {tp.partition for tp in assigned if tp.topic == events}
+    app.engine.metrics.partitions_assigned = len(mine)
+    if settings.allow_multi_worker_learning:
+        return
     if mine and len(mine) < settings.partitions:
         app.engine.learning_enabled = False
         log.error(

@@ -174,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the one-command tour on the embedded pair")
     d.add_argument("--limit", type=int, help="events to replay (default: all of phishing)")
     d.add_argument("--rate", type=float, default=250.0, help="events per second (default 250)")
-    d.add_argument("--label-delay", type=float, default=1.0, metavar="SECONDS")
+    d.add_argument("--label-delay", type=float, default=0.5, metavar="SECONDS",
+                   help="labels follow their events by this long (default 0.5)")
     d.add_argument("--embedded", action="store_true",
                    help="always start the embedded pair, even if services are configured")
     d.set_defaults(func=cmd_demo)

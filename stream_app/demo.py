@@ -43,6 +43,8 @@ class Progress:
     latencies: list[float] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     replay_done: bool = False
+    last_prediction_at: float | None = None
+    peak_worker_rate: float = 0.0
     labels_sent: int = 0
 
     def pct(self, q: float) -> float | None:
@@ -62,7 +64,7 @@ def _table(p: Progress, title: str) -> Table:
     preq = m.get("prequential", {})
     rolling = preq.get("rolling", {})
     cumulative = preq.get("cumulative", {})
-    elapsed = max(1e-9, time.monotonic() - p.started)
+    elapsed = max(1e-9, (p.last_prediction_at or time.monotonic()) - p.started)
     t = Table(title=title, show_header=True, header_style="bold")
     t.add_column("metric")
     t.add_column("value", justify="right")
@@ -70,8 +72,9 @@ def _table(p: Progress, title: str) -> Table:
         ("events published", str(p.events_sent)),
         ("predictions received", str(p.predictions)),
         ("dead letters", str(p.dead_letters)),
-        ("throughput (predictions/s, wall)", f"{p.predictions / elapsed:.0f}"),
-        ("worker events/s (last interval)", _fmt(m.get("events", {}).get("per_s"), ".0f")),
+        ("throughput (predictions/s, replay start to last)", f"{p.predictions / elapsed:.0f}"),
+        ("worker events/s (now / peak)",
+         f"{_fmt(m.get('events', {}).get('per_s'), '.0f')} / {p.peak_worker_rate:.0f}"),
         ("labels published / joined", f"{p.labels_sent} / {labels.get('joined', 0)}"),
         ("label coverage (joined / predictions)", _fmt(labels.get("coverage"))),
         ("rolling accuracy", _fmt(rolling.get("accuracy"))),
@@ -98,9 +101,12 @@ async def _watch(settings: Settings, progress: Progress, stop: asyncio.Event) ->
                 for r in records:
                     if tp.topic == topics[0]:
                         progress.predictions += 1
+                        progress.last_prediction_at = time.monotonic()
                         progress.latencies.append(orjson.loads(r.value)["latency_ms"])
                     elif tp.topic == topics[1]:
                         progress.metrics = orjson.loads(r.value)
+                        rate = progress.metrics.get("events", {}).get("per_s") or 0.0
+                        progress.peak_worker_rate = max(progress.peak_worker_rate, rate)
                     else:
                         progress.dead_letters += 1
     finally:
@@ -121,6 +127,8 @@ async def _tour(settings: Settings, console: Console, limit: int | None, rate: f
         progress.events_sent, progress.labels_sent = report.events_sent, report.labels_sent
         progress.replay_done = True
 
+    await _wait_ready(progress, worker)
+    progress.started = time.monotonic()
     publisher = asyncio.create_task(publish())
     with Live(_table(progress, "stream-app demo (live)"), console=console,
               refresh_per_second=4, transient=True) as live:
@@ -136,6 +144,18 @@ async def _tour(settings: Settings, console: Console, limit: int | None, rate: f
     stop.set()
     await watcher
     return progress
+
+
+async def _wait_ready(progress: Progress, worker: subprocess.Popen[bytes],
+                      timeout_s: float = 90.0) -> None:
+    """Wait until the worker reports that the group gave it partitions."""
+    deadline = time.monotonic() + timeout_s
+    while not progress.metrics.get("partitions_assigned"):
+        if worker.poll() is not None:
+            raise RuntimeError(f"the worker exited with code {worker.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the worker did not get partitions within {timeout_s:.0f} s")
+        await asyncio.sleep(0.1)
 
 
 def _sent(progress: Progress, events: int, labels: int) -> None:

@@ -27,6 +27,8 @@ class EngineMetrics:
         self.predictions = 0
         self.duplicate_events = 0
         self.redelivered = 0
+        #: events partitions this worker holds (0 until the group has assigned some)
+        self.partitions_assigned = 0
         self.dead_letters: Counter[str] = Counter()
         self.labels_received = 0
         self.labels_joined = 0
@@ -75,6 +77,7 @@ class EngineMetrics:
             "uptime_s": time.time() - self.started,
             "model": self.model,
             "model_version": self.model_version,
+            "partitions_assigned": self.partitions_assigned,
             "events": {
                 "received": self.events_received,
                 "predicted": self.predictions,
