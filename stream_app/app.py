@@ -86,12 +86,8 @@ def _app_options(settings: Settings) -> dict[str, Any]:
 
 
 def _records(events: Sequence[Any]) -> list[Record]:
-    out = []
-    for ev in events:
-        msg = ev.message
-        out.append(Record(msg.topic, msg.partition, msg.offset, msg.key, msg.value,
-                          msg.timestamp or 0.0))
-    return out
+    return [Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp or 0.0)
+            for m in (ev.message for ev in events)]
 
 
 def create_app(settings: Settings, *, engine: Engine | None = None) -> StreamApp:
@@ -122,6 +118,9 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> StreamApp
 
     @app.timer(interval=settings.metrics_interval_s)
     async def publish_metrics() -> None:
+        consumer = app.consumer
+        app.engine.metrics.lag({(tp.topic, tp.partition): consumer.highwater(tp)
+                                for tp in consumer.assignment()})
         snap = app.engine.metrics.snapshot()
         await send_all([(settings.topic(contract.METRICS), settings.app_id.encode(),
                          orjson.dumps(snap))])
@@ -144,8 +143,11 @@ def _register_batch_agent(
 
     async def agent(stream: faust.StreamT) -> None:
         await app.engine.start()
+        consumed = app.engine.metrics.consumed
         async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
             batch = _records(events)
+            for rec in batch:
+                consumed(rec.topic, rec.partition, rec.offset)
             outs = await _process_safely(app, process, batch)
             await send_all(outs)
 

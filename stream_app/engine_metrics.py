@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections import Counter
 from typing import Any
@@ -29,6 +31,11 @@ class EngineMetrics:
         self.redelivered = 0
         #: events partitions this worker holds (0 until the group has assigned some)
         self.partitions_assigned = 0
+        self.learning_enabled = True
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        #: next offset to process, per (topic, partition), and records behind the high water
+        self.positions: dict[tuple[str, int], int] = {}
+        self.consumer_lag: dict[str, int] = {}
         self.dead_letters: Counter[str] = Counter()
         self.labels_received = 0
         self.labels_joined = 0
@@ -54,6 +61,28 @@ class EngineMetrics:
         for name, s in stages.items():
             self.stage[name.removesuffix("_s")].add(s * 1000.0)
 
+    def consumed(self, topic: str, partition: int, offset: int) -> None:
+        key = (topic, partition)
+        if offset >= self.positions.get(key, 0):
+            self.positions[key] = offset + 1
+
+    def lag(self, highwaters: dict[tuple[str, int], int]) -> None:
+        """Records behind the high water mark, summed per topic (partitions this worker has
+        not consumed from yet have no known position and are left out).
+
+        >>> m = EngineMetrics(model="m", model_version="1")
+        >>> m.consumed("events", 0, 9); m.lag({("events", 0): 25, ("events", 1): 3})
+        >>> m.consumer_lag
+        {'events': 15}
+        """
+        lag: dict[str, int] = {}
+        for (topic, partition), hw in highwaters.items():
+            pos = self.positions.get((topic, partition))
+            if pos is None or hw < 0:
+                continue
+            lag[topic] = lag.get(topic, 0) + max(0, hw - pos)
+        self.consumer_lag = lag
+
     def dead_letter(self, reason: str) -> None:
         self.dead_letters[reason] += 1
 
@@ -77,7 +106,9 @@ class EngineMetrics:
             "uptime_s": time.time() - self.started,
             "model": self.model,
             "model_version": self.model_version,
+            "worker": self.worker,
             "partitions_assigned": self.partitions_assigned,
+            "learning_enabled": self.learning_enabled,
             "events": {
                 "received": self.events_received,
                 "predicted": self.predictions,
@@ -85,6 +116,7 @@ class EngineMetrics:
                 "redelivered": self.redelivered,
                 "per_s": self.events_per_s,
             },
+            "consumer_lag": dict(self.consumer_lag),
             "dead_letters": dict(self.dead_letters),
             "labels": {
                 "received": self.labels_received,

@@ -62,13 +62,21 @@ class Engine:
         self.model: OnlineModel = model or build_model(settings.model)
         self._store = store
         self.metrics = EngineMetrics(model=self.model.name, model_version=self.model.version)
-        self.learning_enabled = True
         self._t_predictions = settings.topic(contract.PREDICTIONS)
         self._t_dead = settings.topic(contract.DEAD_LETTERS)
         self._one_hot = settings.model.one_hot_strings
         self._threshold = settings.model.threshold
         self._positive = {p.lower() for p in settings.model.positive_labels}
         self._seen_ttl = 2 * settings.label_horizon_s
+
+    @property
+    def learning_enabled(self) -> bool:
+        """False while this worker shares the group (see ``app._check_single_learner``)."""
+        return self.metrics.learning_enabled
+
+    @learning_enabled.setter
+    def learning_enabled(self, value: bool) -> None:
+        self.metrics.learning_enabled = value
 
     @property
     def store(self) -> FeatureStore:

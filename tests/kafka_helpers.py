@@ -78,4 +78,6 @@ async def latest_metrics(settings: Settings, *, until: Callable[[dict[str, Any]]
 
     records = await collect(settings, contract.METRICS, until=done, timeout_s=timeout_s)
     assert records, "no metrics snapshot was published"
-    return orjson.loads(records[-1].value)
+    last = orjson.loads(records[-1].value)
+    assert until(last), f"metrics never reached the expected state; last: {last}"
+    return last
