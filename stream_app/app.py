@@ -18,15 +18,20 @@ from typing import Any
 
 import faust
 import orjson
+from aiokafka.errors import KafkaError
+from faust.exceptions import ProducerSendError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from stream_app import contract
+from stream_app.errors import ServiceError
 from stream_app.flow import Engine, Out, Record
 from stream_app.settings import Settings
 
 __all__ = ["StreamApp", "create_app"]
 
 log = logging.getLogger(__name__)
+
+_INFRA_ERRORS = (ServiceError, KafkaError, ProducerSendError, OSError)
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -148,24 +153,55 @@ def _register_batch_agent(
             batch = _records(events)
             for rec in batch:
                 consumed(rec.topic, rec.partition, rec.offset)
-            outs = await _process_safely(app, process, batch)
-            await send_all(outs)
+            outs = await _retrying(f"{name}: processing", lambda b=batch: _process_safely(
+                app, process, b), app)
+            await _retrying(f"{name}: sending {len(outs)} records",
+                            lambda o=outs: send_all(o), app)
 
     agent.__name__ = agent.__qualname__ = name
     app.agent(source, name=f"{settings.app_id}.{name}", concurrency=1)(agent)
 
 
+async def _retrying(what: str, attempt: Callable[[], Awaitable[Any]], app: StreamApp,
+                    first_delay_s: float = 0.1, max_delay_s: float = 10.0) -> Any:
+    """Retry infrastructure failures with backoff until they pass or the worker stops.
+
+    The batch is not acked meanwhile (an exception escaping the agent would ack and skip it),
+    so an outage of Redis or Kafka pauses the partition instead of losing or dead-lettering
+    valid events. Both steps are idempotent: the flow writes nothing before its atomic commit,
+    and a resend can only duplicate an output, never lose one.
+    """
+    delay = first_delay_s
+    while True:
+        try:
+            return await attempt()
+        except _INFRA_ERRORS as exc:
+            if app.should_stop:
+                raise
+            log.error("%s failed (%s: %s); retrying in %.1f s", what, type(exc).__name__, exc,
+                      delay)
+            await asyncio.sleep(delay)
+            delay = min(max_delay_s, delay * 2)
+
+
 async def _process_safely(app: StreamApp, process: Callable[[list[Record]], Awaitable[list[Out]]],
                           batch: list[Record]) -> list[Out]:
-    """Process a batch; if it fails, retry event by event and dead-letter only the culprits."""
+    """Process a batch; if it fails on a record, isolate it and dead-letter only the culprit.
+
+    Infrastructure errors are not the record's fault: they propagate to :func:`_retrying`.
+    """
     try:
         return await process(batch)
+    except _INFRA_ERRORS:
+        raise
     except Exception:
         log.exception("batch of %d failed; retrying one record at a time", len(batch))
     outs: list[Out] = []
     for rec in batch:
         try:
             outs.extend(await process([rec]))
+        except _INFRA_ERRORS:
+            raise
         except Exception as exc:  # an error we did not foresee: never a silent skip
             log.exception("record %s[%d]@%d failed", rec.topic, rec.partition, rec.offset)
             app.engine.metrics.dead_letter("processing_error")
