@@ -72,7 +72,7 @@ def cmd_services(args: argparse.Namespace) -> int:
     data_dir = Path(settings.data_dir)
     if args.action == "up":
         current = svc.Services.load(data_dir)
-        if current is not None and _all_up(current):
+        if current is not None and current.all_up():
             print(f"already running ({current.kind}):\n{current.exports()}")
             return 0
         started = (svc.start_embedded(data_dir) if args.embedded else svc.start_real(data_dir))
@@ -94,13 +94,6 @@ def cmd_services(args: argparse.Namespace) -> int:
         ok &= up
         print(f"{p.name:16} {p.url:32} {'up' if up else 'DOWN'}")
     return 0 if ok else 1
-
-
-def _all_up(services: object) -> bool:
-    from stream_app import services as svc
-
-    assert isinstance(services, svc.Services)
-    return all(svc.port_open(*svc.host_port(p.url)) for p in services.processes)
 
 
 # -- replay / tail --------------------------------------------------------------------------

@@ -20,7 +20,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -65,6 +64,9 @@ class Services:
     @property
     def redis_url(self) -> str:
         return next(p.url for p in self.processes if p.url.startswith("redis://"))
+
+    def all_up(self) -> bool:
+        return all(port_open(*host_port(p.url)) for p in self.processes)
 
     def exports(self) -> str:
         return f"export STREAM_KAFKA_URL={self.kafka_url}\nexport STREAM_REDIS_URL={self.redis_url}"
@@ -257,6 +259,3 @@ def embedded_pair(data_dir: Path) -> Iterator[Services]:
     finally:
         stop(services)
 
-
-def python_executable() -> str:
-    return sys.executable
