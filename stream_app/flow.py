@@ -213,7 +213,7 @@ class Engine:
 
     def _prediction(self, ev: Event, score: float, scored_at: float, latency_ms: float,
                     version: str) -> bytes:
-        self.metrics.observe_latency(latency_ms)
+        self.metrics.observe_latency_ms(latency_ms)
         return contract.prediction(
             event_id=ev.event_id, entity_id=ev.entity_id, model=self.model.name,
             model_version=version, score=score, predicted=decide(score, self._threshold),

@@ -1,0 +1,82 @@
+"""The per-batch flow in process, on the memory store (the same contract as Redis)."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import pytest
+
+from stream_app.flow import Engine, Record
+from stream_app.settings import load_settings
+from tests.kafka_helpers import event, label
+
+
+def rec(offset: int, value: bytes, topic: str = "events", partition: int = 0,
+        ts: float | None = None) -> Record:
+    return Record(topic, partition, offset, b"k", value, time.time() if ts is None else ts)
+
+
+@pytest.fixture
+async def engine():
+    e = Engine(load_settings(environ={}, feature_store_url="memory://"))
+    await e.start()
+    yield e
+    await e.aclose()
+
+
+def outputs(outs, topic: str) -> list[dict]:
+    return [orjson.loads(v) for t, _, v in outs if t == topic]
+
+
+async def test_latency_is_reported_in_milliseconds(engine: Engine) -> None:
+    outs = await engine.process_events([rec(0, event("e1", v=1.0), ts=time.time() - 1.0)])
+    (pred,) = outputs(outs, "predictions")
+    assert 990 < pred["latency_ms"] < 1500
+    assert 990 < engine.metrics.snapshot()["latency_ms"]["p50"] < 1500
+
+
+async def test_repeat_in_the_same_batch_and_later_is_a_duplicate(engine: Engine) -> None:
+    outs = await engine.process_events([rec(0, event("e1", v=1.0)), rec(1, event("e1", v=2.0))])
+    outs += await engine.process_events([rec(2, event("e1", v=3.0))])
+    assert [p["event_id"] for p in outputs(outs, "predictions")] == ["e1"]
+    assert engine.metrics.duplicate_events == 2
+
+
+async def test_a_redelivered_record_re_emits_its_prediction_unchanged(engine: Engine) -> None:
+    batch = [rec(0, event("e1", v=1.0)), rec(1, event("e2", v=2.0))]
+    first = outputs(await engine.process_events(batch), "predictions")
+    again = outputs(await engine.process_events(batch), "predictions")
+    assert again == first
+    assert engine.metrics.redelivered == 2 and engine.metrics.duplicate_events == 0
+
+
+async def test_early_label_waits_for_its_event_and_is_learned_once(engine: Engine) -> None:
+    await engine.process_labels([rec(0, label("e1", True), topic="labels")])
+    assert engine.metrics.labels_parked == 1 and engine.metrics.learned == 0
+    await engine.process_events([rec(0, event("e1", v=1.0))])
+    assert engine.metrics.learned == 1
+    await engine.process_labels([rec(1, label("e1", True), topic="labels")])
+    assert engine.metrics.learned == 1 and engine.metrics.labels_duplicate == 1
+
+
+async def test_learning_uses_the_features_as_scored(engine: Engine) -> None:
+    await engine.process_events([rec(0, event("e1", v=3.0, c="red", flag=True))])
+    snap = orjson.loads((await engine.store.get_snapshots(["e1"]))[0])
+    assert snap["x"] == {"v": 3.0, "c=red": 1.0, "flag": 1.0}
+    assert snap["v"] == engine.model.version
+
+
+async def test_bad_records_become_dead_letters_with_their_position(engine: Engine) -> None:
+    outs = await engine.process_events([rec(7, b"{", partition=3), rec(8, event("ok", v=1.0))])
+    (dead,) = outputs(outs, "dead-letters")
+    assert (dead["partition"], dead["offset"], dead["reason"]) == (3, 7, "invalid_json")
+    assert len(outputs(outs, "predictions")) == 1
+
+
+@pytest.mark.parametrize("value, expected", [
+    (True, True), (False, False), (1, True), (0, False), ("fraud", True), ("FRAUD", True),
+    ("legit", False), ("1", True), ("0", False)])
+def test_labels_map_to_the_positive_class(value, expected) -> None:
+    e = Engine(load_settings(environ={}, feature_store_url="memory://"))
+    assert e.to_target(value) is expected
