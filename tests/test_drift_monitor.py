@@ -1,0 +1,162 @@
+"""models.drift.monitor: seeded streams with exact detection indices, episodes, summaries."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from models.drift.monitor import DriftEvent, DriftMonitor
+
+NAMES = [f"f{i:02d}" for i in range(20)]
+
+
+def run(mon: DriftMonitor, data: np.ndarray, t0: float | None = None) -> list[DriftEvent]:
+    events: list[DriftEvent] = []
+    for i, row in enumerate(data.tolist()):
+        ts = None if t0 is None else t0 + i
+        events += mon.update(dict(zip(NAMES, row, strict=True)), timestamp=ts)
+    return events
+
+
+def shifted(seed: int, n: int, start: int, stop: int | None = None) -> np.ndarray:
+    """20 standard normal features; f07 shifts by one sigma on ``[start, stop)``."""
+    data = np.random.default_rng(seed).normal(size=(n, 20))
+    data[start:stop, 7] += 1.0
+    return data
+
+
+def brief(events: list[DriftEvent]) -> list[tuple[int, str, str, int]]:
+    return [(e.index, e.subject, e.event, e.since) for e in events]
+
+
+@pytest.mark.parametrize("policy", ["fixed", "sliding"])
+def test_one_sigma_shift_is_detected_at_an_exact_index(policy: str) -> None:
+    mon = DriftMonitor(numeric=NAMES, reference=policy)  # type: ignore[arg-type]
+    events = run(mon, shifted(42, 4600, 3000))
+    assert brief(events) == [(3249, "f07", "open", 3249)]
+    # the current window is all shifted data at index 3999; two check intervals after that:
+    assert events[0].index <= 3999 + 2 * 250
+    e = events[0]
+    assert (e.kind, e.check, e.adjusted_p_value < 0.01) == ("numeric", 13, True)
+    assert e.adjusted_p_value == pytest.approx(min(1.0, e.p_value * 20), rel=1e-12)  # alone low
+
+
+@pytest.mark.parametrize("policy", ["fixed", "sliding"])
+def test_stationary_streams_raise_no_false_episode(policy: str) -> None:
+    """20 features x 20,000 events, BH at alpha 0.01: 72 checks of 20 subjects, no episode."""
+    mon = DriftMonitor(numeric=NAMES, reference=policy)  # type: ignore[arg-type]
+    events = run(mon, np.random.default_rng(0).normal(size=(20_000, 20)))
+    assert events == []
+    assert mon.n_checks == 80
+    assert all(s.p_value is not None for s in mon.summary())
+
+
+def test_episode_closes_after_three_normal_checks_fixed_reference() -> None:
+    mon = DriftMonitor(numeric=NAMES)
+    events = run(mon, shifted(42, 9000, 3000, 6000), t0=1000.0)
+    assert brief(events) == [(3249, "f07", "open", 3249), (7499, "f07", "close", 3249)]
+    assert [(e.check, e.timestamp) for e in events] == [(13, 4249.0), (30, 8499.0)]
+    assert events[1].adjusted_p_value >= 0.01
+
+
+def test_sliding_reference_sees_the_return_as_a_second_change() -> None:
+    mon = DriftMonitor(numeric=NAMES, reference="sliding")
+    events = run(mon, shifted(42, 9000, 3000, 6000))
+    assert brief(events) == [(3249, "f07", "open", 3249), (5249, "f07", "close", 3249),
+                             (6249, "f07", "open", 6249), (8249, "f07", "close", 6249)]
+
+
+def test_categorical_and_prediction_subjects() -> None:
+    rng = np.random.default_rng(8)
+    mon = DriftMonitor(categorical=["country"], prediction="score")
+    events: list[DriftEvent] = []
+    for i in range(6000):
+        p = [0.5, 0.3, 0.2, 0.0] if i < 3000 else [0.45, 0.3, 0.15, 0.1]  # "ES" is new
+        country = str(rng.choice(["DE", "FR", "IT", "ES"], p=p))
+        score = rng.beta(2, 5) if i < 4000 else rng.beta(2.5, 5)
+        events += mon.update({"country": country}, score=float(score))
+    assert [(e.index, e.subject, e.kind, e.event) for e in events] == [
+        (3249, "country", "categorical", "open"), (4499, "score", "prediction", "open")]
+
+
+def test_missing_values_timestamps_and_parity_with_scipy() -> None:
+    rng = np.random.default_rng(3)
+    mon = DriftMonitor(numeric=["a", "b"], categorical=["c"], window=100, check_every=50)
+    kept: dict[str, list[float]] = {"a": [], "b": []}
+    for i in range(1000):
+        x: dict[str, object] = {"a": round(float(rng.normal()), 1), "c": "xy"[i % 2]}
+        if i % 3:
+            x["b"] = float(rng.normal())
+        if i % 10 == 0:
+            x["a"] = None if i % 20 else math.inf  # skipped for "a" only
+        if isinstance(x["a"], float) and math.isfinite(x["a"]):
+            kept["a"].append(x["a"])
+        if "b" in x:
+            kept["b"].append(x["b"])  # type: ignore[arg-type]
+        mon.update(x, timestamp=float(i))
+    by_name = {s.subject: s for s in mon.summary()}
+    for name in ("a", "b"):
+        s, values = by_name[name], kept[name]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            expected = stats.ks_2samp(values[:100], values[-100:])  # fixed reference
+        assert (s.statistic, s.p_value) == pytest.approx(
+            (expected.statistic, expected.pvalue), rel=1e-9)
+        assert (s.reference_size, s.current_size) == (100, 100)
+    a = by_name["a"]
+    assert (a.reference_first_ts, a.current_last_ts) == (1.0, 999.0)  # event 0 had a = None
+    assert by_name["c"].p_value == 1.0 and by_name["c"].in_drift is False
+
+
+def test_summary_before_any_check_and_reset() -> None:
+    mon = DriftMonitor(numeric=["a"], window=10, check_every=5)
+    for v in range(12):
+        mon.update({"a": float(v)}, timestamp=100.0 + v)
+    s = mon.summary()[0]
+    assert (s.statistic, s.reference_size, s.current_size) == (None, 10, 2)
+    assert (s.reference_first_ts, s.reference_last_ts, s.current_first_ts) == (100.0, 109.0, 110.0)
+    assert dataclasses.asdict(s)["in_drift"] is False
+    mon.reset("a")
+    assert (mon.summary()[0].reference_size, mon.subjects) == (0, ["a"])
+    with pytest.raises(KeyError):
+        mon.reset("nope")
+
+
+def test_bonferroni_and_unknown_names() -> None:
+    with pytest.raises(ValueError):
+        DriftMonitor(numeric=["a"], categorical=["a"])
+    with pytest.raises(ValueError):
+        DriftMonitor(numeric=["a"], correction="holm")  # type: ignore[arg-type]
+    mon = DriftMonitor(numeric=NAMES, correction="bonferroni")
+    events = run(mon, shifted(42, 3300, 3000))
+    assert brief(events) == [(3249, "f07", "open", 3249)]
+    assert events[0].adjusted_p_value == pytest.approx(events[0].p_value * 20, rel=1e-12)
+
+
+def test_strings_in_a_numeric_subject_are_skipped() -> None:
+    mon = DriftMonitor(numeric=["a", "b"], window=5, check_every=5)
+    for i in range(20):
+        mon.update({"a": "oops" if i % 2 else float(i), "b": float(i)})
+    sizes = {s.subject: (s.reference_size, s.current_size) for s in mon.summary()}
+    assert sizes == {"a": (5, 5), "b": (5, 5)}
+
+
+def test_amortised_cost_per_event() -> None:
+    """20 numeric features, K = 250, N = 1000: a few us per event (about 4 measured)."""
+    data = np.random.default_rng(1).normal(size=(4500, 20))
+    rows = [dict(zip(NAMES, r, strict=True)) for r in data.tolist()]
+    mon = DriftMonitor(numeric=NAMES)
+    for x in rows[:2000]:
+        mon.update(x)
+    t = time.perf_counter()
+    for x in rows[2000:]:
+        mon.update(x)
+    per_event = (time.perf_counter() - t) / 2500
+    assert mon.n_checks == 18
+    assert per_event < 25e-6  # generous for shared CI machines
