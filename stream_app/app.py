@@ -130,6 +130,12 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> StreamApp
         await send_all([(settings.topic(contract.METRICS), settings.app_id.encode(),
                          orjson.dumps(snap))])
 
+    @app.timer(interval=settings.drift.summary_interval_s)
+    async def publish_drift_summary() -> None:
+        summary = app.engine.drift.summary()
+        if summary is not None:
+            await send_all([summary])
+
     @app.on_partitions_assigned.connect
     async def check_single_learner(sender: Any, assigned: set[Any], **kw: Any) -> None:
         _check_single_learner(app, assigned)

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import orjson
+
 from stream_app.errors import StreamAppError
 from stream_app.settings import Settings, load_settings
 
@@ -119,6 +121,28 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_drift(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from stream_app.operate import drift_state, drift_table
+
+    settings = _settings(args)
+    _setup_logging("warning")
+    summary, opened = _run(drift_state(settings))  # type: ignore[misc]
+    Console().print(drift_table(summary, opened))
+    return 0
+
+
+def cmd_signal(args: argparse.Namespace) -> int:
+    from stream_app.operate import send_retrain_signal
+
+    settings = _settings(args)
+    _setup_logging("warning")
+    record = _run(send_retrain_signal(settings, args.model or settings.model.name, args.reason))
+    print(orjson.dumps(record).decode())
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from stream_app.demo import run_demo
 
@@ -170,6 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--idle-timeout", type=float, metavar="SECONDS",
                    help="stop when nothing arrives for this long")
     t.set_defaults(func=cmd_tail)
+
+    dr = command("drift", "print every monitored subject's drift state as a table")
+    dr.set_defaults(func=cmd_drift)
+
+    sg = command("signal", "emit a signal by hand")
+    sg.add_argument("kind", choices=["retrain"])
+    sg.add_argument("--model", help="model name (default: the configured model's)")
+    sg.add_argument("--reason", default="manual", help="manual (default), feature_drift, ...")
+    sg.set_defaults(func=cmd_signal)
 
     d = command("demo", "the one-command tour on the embedded pair")
     d.add_argument("--limit", type=int, help="events to replay (default: all of phishing)")

@@ -21,6 +21,8 @@ import orjson
 __all__ = [
     "DEAD_LETTER_FIELDS",
     "DEAD_LETTER_REASONS",
+    "DRIFT_FIELDS",
+    "RETRAIN_FIELDS",
     "EVENT_FIELDS",
     "LABEL_FIELDS",
     "PREDICTION_FIELDS",
@@ -58,6 +60,18 @@ PREDICTION_FIELDS: Final = (
 )
 #: ``dead-letters`` (key: the source record's key); ``payload_encoding`` only when base64
 DEAD_LETTER_FIELDS: Final = ("source_topic", "partition", "offset", "reason", "error", "payload")
+
+#: ``drift`` (key: subject): one record when an episode opens (``drift: true``) or closes
+#: (``drift: false``); ``record`` tells these ``episode`` records from the periodic ``summary``
+DRIFT_FIELDS: Final = (
+    "drift_id", "kind", "subject", "test", "statistic", "p_value", "adjusted_p_value", "alpha",
+    "drift", "reference", "current", "model", "model_version", "detected_at",
+)
+#: ``kind`` of a drift record
+DRIFT_KINDS: Final = ("feature", "prediction", "performance")
+#: ``retrain-signals`` (key: model)
+RETRAIN_FIELDS: Final = ("signal_id", "model", "model_version", "reason", "evidence", "emitted_at")
+RETRAIN_REASONS: Final = ("feature_drift", "prediction_drift", "performance_drift", "manual")
 
 #: the fixed vocabulary of ``reason`` in dead-letter records
 DEAD_LETTER_REASONS: Final = (
@@ -132,3 +146,17 @@ def dead_letter(
         record["payload"] = base64.b64encode(raw).decode("ascii")
         record["payload_encoding"] = "base64"
     return orjson.dumps(record)
+
+
+def retrain_signal(*, signal_id: str, model: str, model_version: str, reason: str,
+                   evidence: list[Any], emitted_at: float) -> bytes:
+    """A ``retrain-signals`` record.
+
+    >>> sorted(orjson.loads(retrain_signal(signal_id="s", model="m", model_version="1",
+    ...     reason="manual", evidence=[], emitted_at=1.0))) == sorted(RETRAIN_FIELDS)
+    True
+    """
+    if reason not in RETRAIN_REASONS:
+        raise ValueError(f"unknown retrain reason {reason!r}")
+    return orjson.dumps({"signal_id": signal_id, "model": model, "model_version": model_version,
+                         "reason": reason, "evidence": evidence, "emitted_at": emitted_at})

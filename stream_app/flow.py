@@ -27,6 +27,7 @@ from models.online import ModelOutputError
 from models.spec import OnlineModel, build_model, one_hot
 from stream_app import contract
 from stream_app.engine_metrics import EngineMetrics
+from stream_app.monitoring import DriftStage
 from stream_app.settings import Settings
 from stream_app.validate import Event, Label, Limits, Rejection, parse_event, parse_label
 
@@ -62,12 +63,15 @@ class Engine:
         self.model: OnlineModel = model or build_model(settings.model)
         self._store = store
         self.metrics = EngineMetrics(model=self.model.name, model_version=self.model.version)
+        self.drift = DriftStage(settings, model=self.model.name, model_version=self.model.version)
         self._t_predictions = settings.topic(contract.PREDICTIONS)
         self._t_dead = settings.topic(contract.DEAD_LETTERS)
         self._one_hot = settings.model.one_hot_strings
         self._threshold = settings.model.threshold
         self._positive = {p.lower() for p in settings.model.positive_labels}
         self._seen_ttl = 2 * settings.label_horizon_s
+        warmup = settings.drift.prediction_warmup
+        self._score_warmup = settings.drift.window if warmup is None else warmup
 
     @property
     def learning_enabled(self) -> bool:
@@ -132,8 +136,9 @@ class Engine:
         if self.model.kind == "anomaly" and self.learning_enabled:
             for x in scored:
                 self.model.learn_one(x, None)
+            self.metrics.learned += len(scored)
         for event_id, raw_label in early.items():
-            self._learn_early(event_id, raw_label, snapshots[event_id])
+            out.extend(self._learn_early(event_id, raw_label, snapshots[event_id]))
         t3 = time.perf_counter()
         self.metrics.batch(len(records), len(snapshots), t3 - t0,
                            store_read_s=t1 - t0, score_s=t2 - t1, store_write_s=t3 - t2)
@@ -160,6 +165,8 @@ class Engine:
         """Featurise (point in time, entity by entity) and score, in arrival order."""
         aggregates = self._aggregates(batch, states)
         xs: list[dict[str, float]] = []
+        observe, drift_on = self.drift.observe, self.settings.drift.enabled
+        warm = self.metrics.learned >= self._score_warmup
         snapshots: dict[str, bytes] = {}
         claims: dict[str, bytes] = {}
         for i, (rec, ev) in enumerate(batch):
@@ -179,6 +186,9 @@ class Engine:
                 {"x": x, "s": score, "v": self.model.version, "t": now, "l": latency_ms})
             claims[ev.event_id] = _position(rec)
             xs.append(x)
+            if drift_on:
+                out.extend(observe(x, ev.features, score=score if warm else None,
+                                   timestamp=ev.timestamp))
         return xs, snapshots, claims
 
     def _aggregates(self, batch: list[tuple[Record, Event]], states: dict[str, Any]
@@ -261,7 +271,7 @@ class Engine:
         for eid, (label, _) in labels.items():
             status, snap = joined[eid]
             if status == "joined" and snap is not None:
-                self._learn(label, snap)
+                out.extend(self._learn(label, snap))
             elif status == "duplicate":
                 self.metrics.labels_duplicate += 1
             elif status == "expired":
@@ -270,20 +280,22 @@ class Engine:
                 self.metrics.labels_parked += 1
         return out
 
-    def _learn_early(self, event_id: str, raw_label: bytes, snap: bytes) -> None:
+    def _learn_early(self, event_id: str, raw_label: bytes, snap: bytes) -> list[Out]:
         parsed = parse_label(raw_label, self.limits)
         if isinstance(parsed, Rejection):  # it was valid when parked; be safe anyway
             log.warning("parked label for %s no longer parses: %s", event_id, parsed.error)
-            return
-        self._learn(parsed, snap)
+            return []
+        return self._learn(parsed, snap)
 
-    def _learn(self, label: Label, snap: bytes) -> None:
+    def _learn(self, label: Label, snap: bytes) -> list[Out]:
+        """Learn from the features as scored; measure the prediction made before learning."""
         s = orjson.loads(snap)
         y = self.to_target(label.label)
         self.metrics.label_joined(y, s["s"], self._threshold, delay_s=time.time() - s["t"])
         if self.learning_enabled and self.model.kind == "classifier":
             self.model.learn_one(s["x"], y)
             self.metrics.learned += 1
+        return self.drift.observe_label(y, s["s"]) if self.model.kind == "classifier" else []
 
 
 def _position(rec: Record) -> bytes:

@@ -30,7 +30,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from stream_app.errors import ConfigError
 
-__all__ = ["ModelSettings", "Settings", "StepSettings", "load_settings"]
+__all__ = ["DriftSettings", "ModelSettings", "Settings", "StepSettings", "load_settings"]
 
 
 class _Frozen(BaseModel):
@@ -82,6 +82,46 @@ class FeatureSettings(_Frozen):
     max_window_points: int = Field(default=10_000, ge=1)
 
 
+class RetrainSettings(_Frozen):
+    """When drift turns into a ``retrain-signals`` record."""
+
+    #: raise a signal on performance drift (ADWIN on the prequential loss)
+    on_performance_drift: bool = True
+    #: raise a signal when at least this many feature subjects are in drift (0: never)
+    min_feature_subjects: int = Field(default=1, ge=0)
+    #: raise a signal when the prediction (score) distribution drifts
+    on_prediction_drift: bool = False
+    #: at most one signal per model in this many seconds (a storm of drift yields one)
+    cooldown_s: float = Field(default=600.0, ge=0)
+
+
+class DriftSettings(_Frozen):
+    """Windowed drift checks (see ``models.drift``)."""
+
+    enabled: bool = True
+    #: numeric subjects (event features or derived inputs); empty: every numeric event feature
+    #: seen in the first valid event
+    features: tuple[str, ...] = ()
+    #: categorical subjects; empty: every string event feature seen in the first valid event
+    categorical: tuple[str, ...] = ()
+    #: most subjects picked automatically
+    max_subjects: int = Field(default=50, ge=1)
+    prediction: bool = True
+    #: the score distribution of a model learning from scratch moves by design: start
+    #: monitoring it once the model has learned this many examples (default: one window)
+    prediction_warmup: int | None = Field(default=None, ge=0)
+    performance: bool = True
+    window: int = Field(default=1000, ge=10)
+    check_every: int = Field(default=250, ge=1)
+    reference: Literal["fixed", "sliding"] = "fixed"
+    alpha: float = Field(default=0.01, gt=0, lt=1)
+    correction: Literal["bh", "bonferroni"] = "bh"
+    recovery_checks: int = Field(default=3, ge=1)
+    #: how often every subject's state goes to the ``drift`` topic as one summary record
+    summary_interval_s: float = Field(default=30.0, gt=0)
+    retrain: RetrainSettings = RetrainSettings()
+
+
 class Settings(BaseSettings):
     """Everything the engine is told, in one frozen object."""
 
@@ -125,6 +165,7 @@ class Settings(BaseSettings):
 
     model: ModelSettings = ModelSettings()
     features: FeatureSettings = FeatureSettings()
+    drift: DriftSettings = DriftSettings()
 
     config_file: Path | None = None
 

@@ -60,3 +60,17 @@ def test_dead_letter_base64_for_binary_payload() -> None:
 def test_dead_letter_rejects_unknown_reason() -> None:
     with pytest.raises(ValueError, match="unknown dead-letter reason"):
         contract.dead_letter(b"x", "events", 0, 0, "whatever", "")
+
+
+def test_drift_and_retrain_fields_are_pinned() -> None:
+    assert contract.DRIFT_FIELDS == (
+        "drift_id", "kind", "subject", "test", "statistic", "p_value", "adjusted_p_value",
+        "alpha", "drift", "reference", "current", "model", "model_version", "detected_at")
+    assert contract.DRIFT_KINDS == ("feature", "prediction", "performance")
+    assert contract.RETRAIN_FIELDS == (
+        "signal_id", "model", "model_version", "reason", "evidence", "emitted_at")
+    assert contract.RETRAIN_REASONS == (
+        "feature_drift", "prediction_drift", "performance_drift", "manual")
+    with pytest.raises(ValueError, match="unknown retrain reason"):
+        contract.retrain_signal(signal_id="s", model="m", model_version="1", reason="whim",
+                                evidence=[], emitted_at=0.0)

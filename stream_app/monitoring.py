@@ -1,0 +1,198 @@
+"""Drift stage: feeds ``models.drift`` from the flow and turns what it finds into records.
+
+Per event the flow hands over the model input, the raw event features and the score; per label
+the outcome and the score it was predicted with. Out come ``drift`` records (an episode opens
+with ``drift: true`` and closes with ``drift: false``; a ``summary`` record of every subject
+every ``summary_interval_s``) and ``retrain-signals`` records, raised by the retrain policy
+with a cooldown so that a storm of drift yields one signal. No I/O: the agent sends them.
+
+Scope: each worker monitors the events of the partitions it holds. Events are keyed by entity,
+so a worker's windows see a hash-partitioned share of the entities: a random sample of them.
+
+>>> from stream_app.settings import load_settings
+>>> s = load_settings(environ={}, drift={"window": 50, "check_every": 25})
+>>> stage = DriftStage(s, model="m", model_version="1")
+>>> import random; rng = random.Random(1)
+>>> outs = []
+>>> for i in range(400):
+...     v = rng.gauss(0, 1) + (3.0 if i >= 200 else 0.0)
+...     outs += stage.observe({"v": v}, {"v": v, "c": "a"}, score=0.5, timestamp=float(i))
+>>> [(t, orjson.loads(v)["subject"], orjson.loads(v)["drift"]) for t, _, v in outs
+...  if t == "drift"]
+[('drift', 'v', True)]
+>>> [orjson.loads(v)["reason"] for t, _, v in outs if t == "retrain-signals"]
+['feature_drift']
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from models.drift import DriftEvent, DriftMonitor, PerformanceChange, PerformanceDrift
+from models.drift.monitor import SubjectSummary
+from stream_app import contract
+from stream_app.settings import Settings
+
+__all__ = ["DriftStage"]
+
+Out = tuple[str, bytes | None, bytes]
+
+_PREDICTION = "__score__"
+
+
+class DriftStage:
+    def __init__(self, settings: Settings, *, model: str, model_version: str) -> None:
+        self.settings = settings
+        self.conf = settings.drift
+        self.model = model
+        self.model_version = model_version
+        self.monitor: DriftMonitor | None = None
+        self.performance = PerformanceDrift("zero_one", threshold=settings.model.threshold) \
+            if self.conf.performance else None
+        self._t_drift = settings.topic(contract.DRIFT)
+        self._t_retrain = settings.topic(contract.RETRAIN_SIGNALS)
+        self._open: dict[str, str] = {}  # subject -> drift_id of its open episode
+        self._last_signal = -float("inf")
+        self.signals_suppressed = 0
+        self._numeric: set[str] = set()
+
+    # -- inputs -------------------------------------------------------------------------------
+    def observe(self, x: Mapping[str, float], features: Mapping[str, Any], *,
+                score: float | None, timestamp: float) -> list[Out]:
+        """One scored event: ``x`` the model input, ``features`` the raw event features;
+        ``score`` None while the model is still warming up (see ``prediction_warmup``)."""
+        if not self.conf.enabled:
+            return []
+        if self.monitor is None:
+            self.monitor = self._build(x, features)
+        values = {**features, **x} if self._numeric - features.keys() else features
+        events = self.monitor.update(values, score=score, timestamp=timestamp)
+        return self._episodes(events) if events else []
+
+    def observe_label(self, y: bool, score: float) -> list[Out]:
+        if self.performance is None:
+            return []
+        change = self.performance.update(y, score)
+        return self._performance(change) if change is not None else []
+
+    def reset(self) -> None:
+        """Re-learn every reference window (after a model promotion, say)."""
+        if self.monitor is not None:
+            self.monitor.reset()
+
+    # -- records ------------------------------------------------------------------------------
+    def summary(self) -> Out | None:
+        """Every subject's state as one compact record (for dashboards and ``stream-app drift``)."""
+        if self.monitor is None:
+            return None
+        subjects = [{
+            "subject": _public(s.subject), "kind": _kind(s.kind), "test": _test(s.kind),
+            "statistic": s.statistic, "p_value": s.p_value,
+            "adjusted_p_value": s.adjusted_p_value, "drift": s.in_drift,
+            "since": s.since, "reference_size": s.reference_size,
+            "current_size": s.current_size,
+        } for s in self.monitor.summary()]
+        record = {"record": "summary", "model": self.model, "model_version": self.model_version,
+                  "alpha": self.conf.alpha, "correction": self.conf.correction,
+                  "subjects": subjects, "signals_suppressed": self.signals_suppressed,
+                  "detected_at": time.time()}
+        return (self._t_drift, b"summary", orjson.dumps(record))
+
+    def _build(self, x: Mapping[str, float], features: Mapping[str, Any]) -> DriftMonitor:
+        conf = self.conf
+        numeric = list(conf.features) or [
+            k for k, v in features.items() if type(v) in (int, float)][:conf.max_subjects]
+        categorical = list(conf.categorical) or [
+            k for k, v in features.items() if type(v) is str][:conf.max_subjects - len(numeric)]
+        self._numeric = set(numeric)
+        return DriftMonitor(
+            numeric=numeric, categorical=categorical,
+            prediction=_PREDICTION if conf.prediction else None, window=conf.window,
+            check_every=conf.check_every, reference=conf.reference, alpha=conf.alpha,
+            correction=conf.correction, recovery_checks=conf.recovery_checks)
+
+    def _episodes(self, events: list[DriftEvent]) -> list[Out]:
+        assert self.monitor is not None
+        state = {s.subject: s for s in self.monitor.summary()}
+        out: list[Out] = []
+        for e in events:
+            drift_id = uuid.uuid4().hex
+            if e.event == "open":
+                self._open[e.subject] = drift_id
+            else:
+                self._open.pop(e.subject, None)
+            record = self._record(drift_id, e, state[e.subject])
+            out.append((self._t_drift, _public(e.subject).encode(), orjson.dumps(record)))
+        out.extend(self._policy())
+        return out
+
+    def _record(self, drift_id: str, e: DriftEvent, s: SubjectSummary) -> dict[str, Any]:
+        return {
+            "drift_id": drift_id, "record": "episode", "kind": _kind(e.kind),
+            "subject": _public(e.subject), "test": _test(e.kind), "statistic": e.statistic,
+            "p_value": e.p_value, "adjusted_p_value": e.adjusted_p_value,
+            "alpha": self.conf.alpha, "correction": self.conf.correction,
+            "drift": e.event == "open",
+            "reference": {"size": s.reference_size, "first_timestamp": s.reference_first_ts,
+                          "last_timestamp": s.reference_last_ts},
+            "current": {"size": s.current_size, "first_timestamp": s.current_first_ts,
+                        "last_timestamp": s.current_last_ts},
+            "model": self.model, "model_version": self.model_version,
+            "detected_at": time.time(), "check": e.check, "index": e.index,
+        }
+
+    def _performance(self, c: PerformanceChange) -> list[Out]:
+        drift_id = uuid.uuid4().hex
+        record = {
+            "drift_id": drift_id, "record": "episode", "kind": "performance",
+            "subject": "prequential_loss", "test": "adwin", "statistic": c.mean_after,
+            "p_value": None, "adjusted_p_value": None, "alpha": None,
+            "drift": c.mean_after > c.mean_before,
+            "reference": {"size": c.n_before, "mean_loss": c.mean_before,
+                          "first_timestamp": None, "last_timestamp": None},
+            "current": {"size": c.n_after, "mean_loss": c.mean_after,
+                        "first_timestamp": None, "last_timestamp": None},
+            "model": self.model, "model_version": self.model_version,
+            "detected_at": time.time(), "loss": c.loss, "index": c.index,
+        }
+        out: list[Out] = [(self._t_drift, b"prequential_loss", orjson.dumps(record))]
+        if record["drift"] and self.settings.drift.retrain.on_performance_drift:
+            out.extend(self._signal("performance_drift", [drift_id]))
+        return out
+
+    # -- retrain policy -----------------------------------------------------------------------
+    def _policy(self) -> list[Out]:
+        rule = self.conf.retrain
+        features = [d for s, d in self._open.items() if s != _PREDICTION]
+        if rule.min_feature_subjects and len(features) >= rule.min_feature_subjects:
+            return self._signal("feature_drift", features)
+        if rule.on_prediction_drift and _PREDICTION in self._open:
+            return self._signal("prediction_drift", [self._open[_PREDICTION]])
+        return []
+
+    def _signal(self, reason: str, evidence: list[str]) -> list[Out]:
+        now = time.monotonic()
+        if now - self._last_signal < self.conf.retrain.cooldown_s:
+            self.signals_suppressed += 1
+            return []
+        self._last_signal = now
+        return [(self._t_retrain, self.model.encode(), contract.retrain_signal(
+            signal_id=uuid.uuid4().hex, model=self.model, model_version=self.model_version,
+            reason=reason, evidence=evidence, emitted_at=time.time()))]
+
+
+def _kind(kind: str) -> str:
+    return "prediction" if kind == "prediction" else "feature"
+
+
+def _test(kind: str) -> str:
+    return "chi2" if kind == "categorical" else "ks"
+
+
+def _public(subject: str) -> str:
+    return "score" if subject == _PREDICTION else subject

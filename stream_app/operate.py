@@ -1,0 +1,99 @@
+"""What operators run by hand: the drift state as a table, and a retrain signal.
+
+``drift_state`` reads the ``drift`` topic to its end: the newest ``summary`` record gives every
+subject's last check, and the episode records say since when each subject in drift has been so.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiokafka import TopicPartition
+from rich.table import Table
+
+from stream_app import contract
+from stream_app.errors import ConfigError
+from stream_app.kafka_io import ensure_topics, make_consumer, make_producer
+from stream_app.settings import Settings
+
+__all__ = ["drift_state", "drift_table", "send_retrain_signal"]
+
+
+async def _read_to_end(settings: Settings, topic: str) -> list[dict[str, Any]]:
+    name = settings.topic(topic)
+    consumer = make_consumer(settings)
+    await consumer.start()
+    out: list[dict[str, Any]] = []
+    try:
+        cluster = await consumer._client.fetch_all_metadata()
+        tps = [TopicPartition(name, p) for p in cluster.partitions_for_topic(name) or ()]
+        if not tps:
+            return out
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                out.extend(orjson.loads(r.value) | {"_ts": r.timestamp} for r in records)
+    finally:
+        await consumer.stop()
+    out.sort(key=lambda r: r["_ts"])
+    return out
+
+
+async def drift_state(settings: Settings) -> tuple[dict[str, Any] | None, dict[str, float]]:
+    """The newest summary record, and for each subject in drift the time its episode opened."""
+    await ensure_topics(settings, [settings.topic(contract.DRIFT)])
+    summary: dict[str, Any] | None = None
+    opened: dict[str, float] = {}
+    for rec in await _read_to_end(settings, contract.DRIFT):
+        if rec.get("record") == "summary":
+            summary = rec
+        elif rec.get("drift"):
+            opened[rec["subject"]] = rec["detected_at"]
+        else:
+            opened.pop(rec.get("subject", ""), None)
+    return summary, opened
+
+
+def drift_table(summary: dict[str, Any] | None, opened: dict[str, float]) -> Table:
+    at = "no summary yet" if summary is None else datetime.fromtimestamp(
+        summary["detected_at"], UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    table = Table(title=f"drift: {summary['model'] if summary else '?'} (as of {at})")
+    for col in ("subject", "kind", "test", "statistic", "p-value", "adjusted", "in drift",
+                "since"):
+        table.add_column(col, justify="right" if col in ("statistic", "p-value", "adjusted")
+                         else "left")
+    for s in (summary or {}).get("subjects", []):
+        since = opened.get(s["subject"])
+        table.add_row(
+            s["subject"], s["kind"], s["test"], _num(s["statistic"]), _num(s["p_value"]),
+            _num(s["adjusted_p_value"]), "[bold red]yes[/]" if s["drift"] else "no",
+            datetime.fromtimestamp(since, UTC).strftime("%H:%M:%S") if since else "")
+    return table
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3g}"
+
+
+async def send_retrain_signal(settings: Settings, model: str, reason: str) -> dict[str, Any]:
+    """Emit one ``retrain-signals`` record by hand."""
+    if reason not in contract.RETRAIN_REASONS:
+        raise ConfigError(f"reason must be one of {', '.join(contract.RETRAIN_REASONS)}")
+    await ensure_topics(settings, [settings.topic(contract.RETRAIN_SIGNALS)])
+    value = contract.retrain_signal(signal_id=uuid.uuid4().hex, model=model,
+                                    model_version="", reason=reason, evidence=[],
+                                    emitted_at=time.time())
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.topic(contract.RETRAIN_SIGNALS), value,
+                                     key=model.encode())
+    finally:
+        await producer.stop()
+    return orjson.loads(value)

@@ -1,0 +1,99 @@
+"""Drift end to end on real Kafka and Redis: episodes on the drift topic, retrain signals."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from stream_app import contract
+from stream_app.kafka_io import ensure_topics
+from stream_app.operate import drift_state
+from tests.conftest import WorkerProcess, make_settings
+from tests.kafka_helpers import collect, event, label, latest_metrics, produce, values
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+FEATURES = [f"f{i}" for i in range(5)]
+
+
+def _settings(urls, tmp_path: Path, **drift):
+    kafka, redis, embedded = urls
+    conf = {"window": 200, "check_every": 50, "prediction": False,
+            "summary_interval_s": 0.5} | drift
+    return make_settings(kafka, redis, embedded, tmp_path, drift=conf,
+                         metrics_interval_s=0.5)
+
+
+async def test_covariate_shift_opens_one_episode_and_one_signal(_service_urls,
+                                                                tmp_path: Path) -> None:
+    settings = _settings(_service_urls, tmp_path)
+    await ensure_topics(settings)
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    rng = np.random.default_rng(7)
+    try:
+        await latest_metrics(settings, until=lambda m: m["partitions_assigned"] > 0)
+        for start in range(0, 1600, 200):  # in order: f2 moves by 1 sigma from event 800 on
+            chunk = []
+            for i in range(start, start + 200):
+                x = {f: float(rng.normal()) for f in FEATURES}
+                if i >= 800:
+                    x["f2"] += 1.0
+                chunk.append((b"e", event(f"cov-{i}", f"u{i % 7}", **x)))
+            await produce(settings, contract.EVENTS, chunk, partition=0)
+        await latest_metrics(settings, until=lambda m: m["events"]["predicted"] >= 1600)
+        signals = await collect(settings, contract.RETRAIN_SIGNALS, until=lambda rs: len(rs) >= 1)
+        drift = await collect(settings, contract.DRIFT, timeout_s=3, until=lambda rs: False)
+        summary, opened = await drift_state(settings)  # what `stream-app drift` prints
+    finally:
+        assert worker.stop() == 0, worker.log()[-3000:]
+    assert summary is not None and set(opened) == {"f2"}
+    state = {s["subject"]: s["drift"] for s in summary["subjects"]}
+    assert state == {"f0": False, "f1": False, "f2": True, "f3": False, "f4": False}
+    episodes = [d for d in values(drift) if d.get("record") == "episode"]
+    assert any(d.get("record") == "summary" for d in values(drift))
+    assert [(d["subject"], d["drift"], d["kind"], d["test"]) for d in episodes] == [
+        ("f2", True, "feature", "ks")]
+    ep = episodes[0]
+    assert ep["adjusted_p_value"] < ep["alpha"] == 0.01
+    assert ep["reference"]["size"] == ep["current"]["size"] == 200
+    assert set(contract.DRIFT_FIELDS) <= set(ep)
+    (signal,) = values(signals)
+    assert signal["reason"] == "feature_drift" and signal["evidence"] == [ep["drift_id"]]
+    assert tuple(signal) == contract.RETRAIN_FIELDS
+
+
+async def test_concept_drift_raises_performance_drift_and_a_signal(_service_urls,
+                                                                   tmp_path: Path) -> None:
+    settings = _settings(_service_urls, tmp_path)
+    await ensure_topics(settings)
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    rng = np.random.default_rng(11)
+    try:
+        await latest_metrics(settings, until=lambda m: m["partitions_assigned"] > 0)
+        for start in range(0, 3000, 100):  # the rule flips at event 1500; features do not move
+            events, labels = [], []
+            for i in range(start, start + 100):
+                x = {f: float(rng.normal()) for f in FEATURES}
+                y = (x["f0"] > 0) if i < 1500 else (x["f0"] <= 0)
+                events.append((b"c", event(f"con-{i}", "c", **x)))
+                labels.append((f"con-{i}".encode(), label(f"con-{i}", bool(y))))
+            await produce(settings, contract.EVENTS, events, partition=0)
+            await produce(settings, contract.LABELS, labels)
+            await asyncio.sleep(0.05)
+        snap = await latest_metrics(settings, until=lambda m: m["labels"]["learned"] >= 3000)
+        signals = await collect(settings, contract.RETRAIN_SIGNALS, until=lambda rs: len(rs) >= 1)
+        drift = await collect(settings, contract.DRIFT, timeout_s=3, until=lambda rs: False)
+    finally:
+        assert worker.stop() == 0, worker.log()[-3000:]
+    perf = [d for d in values(drift) if d.get("kind") == "performance" and d["drift"]]
+    assert perf, [orjson.dumps(d) for d in values(drift)]
+    assert perf[0]["test"] == "adwin"
+    assert perf[0]["current"]["mean_loss"] > perf[0]["reference"]["mean_loss"]
+    assert not [d for d in values(drift) if d.get("kind") == "feature" and d.get("drift")]
+    reasons = [s["reason"] for s in values(signals)]
+    assert reasons == ["performance_drift"]
+    assert snap["labels"]["joined"] == 3000
