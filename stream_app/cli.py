@@ -100,13 +100,16 @@ def cmd_services(args: argparse.Namespace) -> int:
 
 # -- replay / tail --------------------------------------------------------------------------
 def cmd_replay(args: argparse.Namespace) -> int:
+    from stream_app.datasets import parse_drift
     from stream_app.replay import replay
 
+    drift = parse_drift(args.drift_at, args.shift or (), args.scale or (), args.new_category,
+                        args.concept_drift)
     settings = _settings(args)
     _setup_logging("warning")
     report = _run(replay(settings, args.dataset, rate=args.rate, limit=args.limit,
                          label_delay_s=args.label_delay, label_fraction=args.label_fraction,
-                         seed=args.seed))
+                         seed=args.seed, n_features=args.features, drift=drift))
     print(report, file=sys.stderr)
     return 0
 
@@ -185,6 +188,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--label-fraction", type=float, default=1.0, metavar="F",
                    help="publish labels for this fraction of events (default 1.0)")
     r.add_argument("--seed", type=int, default=42)
+    g = r.add_argument_group("synthetic only", "shape the synthetic stream (an error with "
+                             "another dataset); the stream before --drift-at is unchanged")
+    g.add_argument("--features", type=int, metavar="N",
+                   help="numeric features f0..f{N-1} (default 4)")
+    g.add_argument("--drift-at", type=int, metavar="INDEX",
+                   help="0-based event index where the drift below starts")
+    g.add_argument("--shift", action="append", metavar="FEATURE=SIGMAS",
+                   help="move FEATURE's mean by SIGMAS standard deviations (repeatable)")
+    g.add_argument("--scale", action="append", metavar="FEATURE=FACTOR",
+                   help="multiply FEATURE's standard deviation by FACTOR (repeatable)")
+    g.add_argument("--new-category", metavar="NAME",
+                   help="a new channel value, then 20%% of events")
+    g.add_argument("--concept-drift", action="store_true",
+                   help="flip the labelling rule; features keep their distribution")
     r.set_defaults(func=cmd_replay)
 
     t = command("tail", "print a topic's records as JSON lines")

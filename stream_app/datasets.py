@@ -12,6 +12,13 @@ for lines it could not parse, so one bad line never stops (or truncates) a repla
 >>> a = [i.event for i in open_dataset("synthetic", seed=7, limit=3)]
 >>> a == [i.event for i in synthetic(seed=7, n=3)], a[0]["event_id"]
 (True, 'syn-7-000000')
+
+Seeded drift of ``synthetic`` is a schedule over :class:`Concept` (:func:`drift_schedule`),
+carried through ``open_dataset`` and ``replay`` as a :class:`DriftSpec`:
+
+>>> spec = DriftSpec(at=2, mean_shift={"f0": 100.0})
+>>> [round(i.event["features"]["f0"]) for i in open_dataset("synthetic", seed=7, limit=4, drift=spec)]
+[0, 0, 100, 100]
 """
 
 from __future__ import annotations
@@ -20,8 +27,8 @@ import gzip
 import json
 import math
 import zlib
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from itertools import groupby
 from pathlib import Path
 from typing import Any, Final, Union
@@ -34,10 +41,15 @@ __all__ = [
     "EPOCH",
     "BadLine",
     "Concept",
+    "DriftSpec",
     "Item",
     "LabelledEvent",
+    "Schedule",
+    "drift_schedule",
+    "drifted",
     "jsonl",
     "open_dataset",
+    "parse_drift",
     "phishing",
     "synthetic",
 ]
@@ -125,8 +137,11 @@ class Concept:
     Numeric features ``f0..f{k-1}`` are Gaussian with the given means and scales and an
     AR(1)-style correlation ``correlation ** |i - j|``; ``channel`` is categorical; the label is
     ``True`` with probability ``sigmoid(bias + sum(w_j * z_j) + effect[channel])`` where
-    ``z_j`` is feature ``j`` standardised. A drift schedule is a function from the event index
-    to a ``Concept`` (see :func:`synthetic`).
+    ``z_j`` is feature ``j`` standardised: ``(x_j - rule_means[j]) / rule_scales[j]``, by the
+    concept's own means and scales when those are None. Keeping the rule's standardisation
+    while means and scales move is covariate shift (``P(label | features)`` unchanged). A drift
+    schedule is a function from the event index to a ``Concept`` (see :func:`synthetic` and
+    :func:`drift_schedule`).
     """
 
     means: tuple[float, ...]
@@ -137,6 +152,8 @@ class Concept:
     categories: tuple[str, ...] = ("web", "app", "pos", "atm")
     category_probs: tuple[float, ...] = (0.4, 0.3, 0.2, 0.1)
     category_effects: tuple[float, ...] = (0.0, -0.5, 0.3, 1.0)
+    rule_means: tuple[float, ...] | None = None
+    rule_scales: tuple[float, ...] | None = None
 
     @classmethod
     def default(cls, n_features: int = 4) -> Concept:
@@ -164,6 +181,8 @@ class Concept:
         x = np.asarray(self.means) + std * np.asarray(self.scales)
         channel = np.searchsorted(np.cumsum(self.category_probs), u_channel * sum(self.category_probs))
         channel = np.minimum(channel, len(self.categories) - 1)
+        if self.rule_means is not None and self.rule_scales is not None:
+            std = (x - np.asarray(self.rule_means)) / np.asarray(self.rule_scales)
         logit = self.bias + std @ np.asarray(self.weights) + np.asarray(self.category_effects)[channel]
         return x, channel, u_label < 1.0 / (1.0 + np.exp(-logit))
 
@@ -219,6 +238,191 @@ def synthetic(
                                start + (i + j) * step_s, features)
                 yield LabelledEvent(event, bool(label[r]))
         i += _BLOCK
+
+
+# -- seeded drift of synthetic ----------------------------------------------------------
+
+#: share of the events a new category takes after the drift (the others keep their proportions)
+NEW_CATEGORY_SHARE: Final = 0.2
+
+
+def drifted(
+    base: Concept,
+    *,
+    mean_shift: Mapping[str, float] | None = None,
+    scale_factor: Mapping[str, float] | None = None,
+    new_category: str | None = None,
+    concept_drift: bool = False,
+) -> Concept:
+    """``base`` after a drift (pure; raises :class:`ConfigError` for a bad request).
+
+    - ``mean_shift``: feature -> move of its mean, in ``base`` standard deviations;
+    - ``scale_factor``: feature -> factor on its standard deviation;
+    - ``new_category``: a ``channel`` value ``base`` never produces, which then takes
+      ``NEW_CATEGORY_SHARE`` of the events (label effect 0; old categories keep theirs);
+    - ``concept_drift``: the labelling weights change sign while the features keep their
+      distribution. The standardised features are symmetric, so the label rate stays the same
+      and only the rule changes.
+
+    Mean and scale changes are covariate shift: the labelling rule keeps ``base``'s
+    standardisation, so ``P(label | features)`` is unchanged.
+
+    >>> base = Concept.default(3)
+    >>> d = drifted(base, mean_shift={"f1": 2.0}, scale_factor={"f2": 3.0})
+    >>> d.means, d.scales, d.rule_means == base.means
+    ((0.0, 4.0, 2.0), (1.0, 1.5, 6.0), True)
+    >>> drifted(base, concept_drift=True).weights
+    (-1.5, 1.0, -0.75)
+    >>> drifted(base, new_category="kiosk").categories
+    ('web', 'app', 'pos', 'atm', 'kiosk')
+    >>> drifted(base, mean_shift={"f3": 1.0})
+    Traceback (most recent call last):
+    ...
+    stream_app.errors.ConfigError: unknown feature 'f3' to shift: the stream has f0..f2
+    """
+    means, scales = list(base.means), list(base.scales)
+    for name, sigmas in (mean_shift or {}).items():
+        j = _feature_index(base, name, "to shift")
+        if not math.isfinite(sigmas):
+            raise ConfigError(f"mean shift of {name} must be a finite number, got {sigmas}")
+        means[j] += sigmas * base.scales[j]
+    for name, factor in (scale_factor or {}).items():
+        j = _feature_index(base, name, "to scale")
+        if not (factor > 0 and math.isfinite(factor)):
+            raise ConfigError(f"scale factor of {name} must be a positive number, got {factor}")
+        scales[j] *= factor
+    after = base
+    if (tuple(means), tuple(scales)) != (base.means, base.scales):
+        after = replace(after, means=tuple(means), scales=tuple(scales),
+                        rule_means=base.rule_means or base.means,
+                        rule_scales=base.rule_scales or base.scales)
+    if new_category is not None:
+        after = _with_category(after, new_category)
+    if concept_drift:
+        after = replace(after, weights=tuple(-w for w in base.weights))
+    return after
+
+
+def _feature_index(base: Concept, name: str, what: str) -> int:
+    k = len(base.means)
+    index = int(name[1:]) if name[:1] == "f" and name[1:].isdigit() else -1
+    if not 0 <= index < k or name != f"f{index}":
+        raise ConfigError(f"unknown feature {name!r} {what}: the stream has f0..f{k - 1}")
+    return index
+
+
+def _with_category(concept: Concept, name: str) -> Concept:
+    if not name or name in concept.categories:
+        raise ConfigError(f"new category must be a non-empty name not in "
+                          f"{list(concept.categories)}, got {name!r}")
+    total = sum(concept.category_probs)
+    probs = [p / total * (1.0 - NEW_CATEGORY_SHARE) for p in concept.category_probs]
+    return replace(concept, categories=(*concept.categories, name),
+                   category_probs=(*probs, NEW_CATEGORY_SHARE),
+                   category_effects=(*concept.category_effects, 0.0))
+
+
+def drift_schedule(
+    base: Concept,
+    *,
+    at: int,
+    mean_shift: Mapping[str, float] | None = None,
+    scale_factor: Mapping[str, float] | None = None,
+    new_category: str | None = None,
+    concept_drift: bool = False,
+) -> Schedule:
+    """A schedule for :func:`synthetic`: ``base`` before event index ``at``, then
+    :func:`drifted` ``base`` (an abrupt drift). Validates eagerly.
+
+    The random draws do not depend on the concept, so a drifted stream equals the stationary
+    stream of the same seed before ``at``, event for event.
+
+    >>> base = Concept.default(2)
+    >>> concept_at = drift_schedule(base, at=100, scale_factor={"f1": 2.0})
+    >>> concept_at(99) is base, concept_at(100).scales
+    (True, (1.0, 3.0))
+    """
+    if at < 0:
+        raise ConfigError(f"drift index must be >= 0, got {at}")
+    after = drifted(base, mean_shift=mean_shift, scale_factor=scale_factor,
+                    new_category=new_category, concept_drift=concept_drift)
+
+    def concept_at(i: int) -> Concept:
+        return after if i >= at else base
+
+    return concept_at
+
+
+@dataclass(frozen=True)
+class DriftSpec:
+    """The drift options of ``synthetic`` as ``open_dataset`` and ``replay`` take them.
+
+    >>> DriftSpec(at=5000, mean_shift={"f3": 0.5}).schedule(Concept.default(4))(5000).means
+    (0.0, 1.0, 2.0, 4.25)
+    """
+
+    at: int
+    mean_shift: Mapping[str, float] = field(default_factory=dict)
+    scale_factor: Mapping[str, float] = field(default_factory=dict)
+    new_category: str | None = None
+    concept_drift: bool = False
+
+    def schedule(self, base: Concept) -> Schedule:
+        return drift_schedule(base, at=self.at, mean_shift=self.mean_shift,
+                              scale_factor=self.scale_factor, new_category=self.new_category,
+                              concept_drift=self.concept_drift)
+
+
+def parse_drift(
+    at: int | None,
+    shift: Sequence[str] = (),
+    scale: Sequence[str] = (),
+    new_category: str | None = None,
+    concept_drift: bool = False,
+) -> DriftSpec | None:
+    """The ``replay`` flags ``--drift-at``, ``--shift F=SIGMAS``, ``--scale F=FACTOR``,
+    ``--new-category`` and ``--concept-drift`` as a :class:`DriftSpec` (None: no drift).
+
+    Feature names are checked later, against the stream's features.
+
+    >>> parse_drift(3000, shift=["f2=0.5"], scale=["f0=2"], concept_drift=True)
+    DriftSpec(at=3000, mean_shift={'f2': 0.5}, scale_factor={'f0': 2.0}, new_category=None, concept_drift=True)
+    >>> parse_drift(3000, shift=["f2"])
+    Traceback (most recent call last):
+    ...
+    stream_app.errors.ConfigError: --shift expects FEATURE=SIGMAS (e.g. f3=0.5), got 'f2'
+    """
+    changes = bool(shift or scale or concept_drift) or new_category is not None
+    if at is None:
+        if changes:
+            raise ConfigError("--shift, --scale, --new-category and --concept-drift need "
+                              "--drift-at INDEX")
+        return None
+    if not changes:
+        raise ConfigError("--drift-at needs at least one of --shift, --scale, "
+                          "--new-category, --concept-drift")
+    if at < 0:
+        raise ConfigError(f"--drift-at must be >= 0, got {at}")
+    return DriftSpec(at, _assignments(shift, "--shift", "SIGMAS", "f3=0.5"),
+                     _assignments(scale, "--scale", "FACTOR", "f3=2"), new_category,
+                     concept_drift)
+
+
+def _assignments(texts: Sequence[str], flag: str, value: str, example: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for text in texts:
+        name, sep, number = text.partition("=")
+        name = name.strip()
+        try:
+            parsed = float(number)
+        except ValueError:
+            parsed = math.nan
+        if not sep or not name or not math.isfinite(parsed):
+            raise ConfigError(f"{flag} expects FEATURE={value} (e.g. {example}), got {text!r}")
+        if name in out:
+            raise ConfigError(f"{flag} given twice for {name}")
+        out[name] = parsed
+    return out
 
 
 # -- jsonl ----------------------------------------------------------------------------
@@ -289,11 +493,15 @@ def open_dataset(
     limit: int | None = None,
     start: float = EPOCH,
     step_s: float = 1.0,
+    n_features: int | None = None,
+    drift: DriftSpec | None = None,
 ) -> Iterator[Item]:
     """``"phishing"``, ``"synthetic"`` or the path of a JSONL file, cut at ``limit`` events.
 
     ``limit`` counts events, not bad lines. A built-in name wins over a file of the same name
     (write ``./phishing`` for the file). Raises :class:`ConfigError` for anything else.
+    ``n_features`` (default 4) and ``drift`` apply to ``synthetic`` only, and are an error
+    with any other dataset; both are validated here, before any event is made.
 
     >>> open_dataset("nope")
     Traceback (most recent call last):
@@ -305,12 +513,19 @@ def open_dataset(
     if step_s < 0:
         raise ConfigError(f"step_s must be >= 0, got {step_s}")
     name = str(name_or_path)
+    if name != "synthetic" and (n_features is not None or drift is not None):
+        raise ConfigError(f"the feature count and drift options (--features, --drift-at ...) "
+                          f"apply only to the synthetic dataset, not {name!r}")
     items: Iterable[Item]
     if name == "phishing":
         items = phishing(start=start, step_s=step_s)
     elif name == "synthetic":
         n = SYNTHETIC_DEFAULT_N if limit is None else limit
-        items = synthetic(seed, n, start=start, step_s=step_s)
+        k = 4 if n_features is None else n_features
+        if k < 1:
+            raise ConfigError(f"synthetic needs at least 1 feature, got {k}")
+        schedule = drift.schedule(Concept.default(k)) if drift is not None else None
+        items = synthetic(seed, n, n_features=k, start=start, step_s=step_s, schedule=schedule)
     elif Path(name).is_file():
         items = jsonl(name)
     elif Path(name).exists():

@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from stream_app.contract import EVENTS, LABELS
-from stream_app.datasets import BadLine, LabelledEvent, open_dataset
+from stream_app.datasets import BadLine, DriftSpec, LabelledEvent, open_dataset
 from stream_app.errors import ConfigError, ServiceError
 from stream_app.kafka_io import ensure_topics, make_producer
 from stream_app.settings import Settings
@@ -134,6 +134,8 @@ async def replay(
     err: TextIO = sys.stderr,
     max_in_flight: int = 5000,
     on_progress: Callable[[int, int], None] | None = None,
+    n_features: int | None = None,
+    drift: DriftSpec | None = None,
 ) -> ReplayReport:
     """Publish ``dataset`` (see ``datasets.open_dataset``) and its labels; report what was sent.
 
@@ -142,11 +144,13 @@ async def replay(
     that is not a JSON object is reported on ``err`` as ``line N: ...`` and skipped. Labels are
     timestamped ``event timestamp + label_delay_s``. Raises :class:`ConfigError` for bad
     arguments and :class:`ServiceError` when Kafka fails. ``on_progress(events, labels)`` is
-    called after each event is handed to the producer.
+    called after each event is handed to the producer. ``n_features`` and ``drift`` shape the
+    ``synthetic`` dataset (see ``datasets.DriftSpec``) and are an error with any other.
     """
     _check_arguments(rate, label_delay_s, label_fraction, max_in_flight)
     step_s = 1.0 / rate if rate else _BURST_STEP_S
-    items = open_dataset(dataset, seed=seed, limit=limit, start=time.time(), step_s=step_s)
+    items = open_dataset(dataset, seed=seed, limit=limit, start=time.time(), step_s=step_s,
+                         n_features=n_features, drift=drift)
     await ensure_topics(settings)
     events_topic = settings.topic(EVENTS)
     producer = make_producer(settings)
