@@ -6,7 +6,10 @@
     ├── ConfigError                 settings or config file are wrong; fix and restart
     ├── ServiceError (retriable)    Kafka, Redis or a local service is unreachable or failed
     │   └── ServiceStartError       a local service did not come up
-    └── ModelSpecError              a model declared in config is not on the allow-list
+    ├── ModelSpecError              a model declared in config is not on the allow-list
+    └── RegistryError               the model registry refused a request
+        ├── ModelNotFoundError      no such model, version or snapshot, or no production version
+        └── CheckpointError         no stored checkpoint passed verification (never unpickled)
 
 Bad *data* is never an exception: it becomes a dead-letter record (``stream_app.validate``).
 
@@ -16,7 +19,16 @@ Bad *data* is never an exception: it becomes a dead-letter record (``stream_app.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "ModelSpecError", "ServiceError", "ServiceStartError", "StreamAppError"]
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "ModelNotFoundError",
+    "ModelSpecError",
+    "RegistryError",
+    "ServiceError",
+    "ServiceStartError",
+    "StreamAppError",
+]
 
 
 class StreamAppError(Exception):
@@ -41,3 +53,15 @@ class ServiceStartError(ServiceError):
 
 class ModelSpecError(StreamAppError, ValueError):
     """A model declared in config uses a class or parameter outside the allow-list."""
+
+
+class RegistryError(StreamAppError):
+    """The model registry (``models.registry``) refused a request."""
+
+
+class ModelNotFoundError(RegistryError, LookupError):
+    """No such model, version or snapshot, or the model has no production version."""
+
+
+class CheckpointError(RegistryError):
+    """No stored checkpoint passed its size, SHA-256 and HMAC checks (none was unpickled)."""
