@@ -15,7 +15,7 @@ from pathlib import Path
 
 import orjson
 
-from stream_app.errors import StreamAppError
+from stream_app.errors import ConfigError, StreamAppError
 from stream_app.settings import Settings, load_settings
 
 __all__ = ["main"]
@@ -146,6 +146,22 @@ def cmd_signal(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from stream_app.operate import registry_call
+
+    settings = _settings(args)
+    _setup_logging("warning")
+    extra = [a for a in (args.name, args.version) if a]
+    needed = {"show": 1, "promote": 2, "rollback": 1}.get(args.action, 0)
+    if len(extra) < needed:
+        raise ConfigError(f"models {args.action} needs {'NAME VERSION' if needed == 2 else 'NAME'}")
+    result = _run(registry_call(settings, args.action, *extra))
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    if args.action == "verify":
+        return 0 if all(r["ok"] for r in result) else 1  # type: ignore[union-attr]
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from stream_app.demo import run_demo
 
@@ -220,6 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--model", help="model name (default: the configured model's)")
     sg.add_argument("--reason", default="manual", help="manual (default), feature_drift, ...")
     sg.set_defaults(func=cmd_signal)
+
+    m = command("models", "the model registry: list, show NAME[@VERSION], promote NAME VERSION, "
+                          "rollback NAME, verify")
+    m.add_argument("action", choices=["list", "show", "promote", "rollback", "verify"])
+    m.add_argument("name", nargs="?", help="model name (show: NAME or NAME@VERSION)")
+    m.add_argument("version", nargs="?")
+    m.set_defaults(func=cmd_models)
 
     d = command("demo", "the one-command tour on the embedded pair")
     d.add_argument("--limit", type=int, help="events to replay (default: all of phishing)")

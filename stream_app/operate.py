@@ -97,3 +97,36 @@ async def send_retrain_signal(settings: Settings, model: str, reason: str) -> di
     finally:
         await producer.stop()
     return orjson.loads(value)
+
+
+# -- model registry ------------------------------------------------------------------------------
+def _registry(settings: Settings) -> Any:
+    from models.registry import open_registry
+
+    return open_registry(settings.registry_url, key=settings.registry_key_bytes)
+
+
+async def registry_call(settings: Settings, action: str, *args: str) -> Any:
+    """Run one registry action (``models`` CLI): list, show, promote, rollback, verify."""
+    reg = _registry(settings)
+    try:
+        if action == "list":
+            return {name: [v.to_dict() for v in await reg.versions(name)]
+                    for name in await reg.models()}
+        if action == "show":
+            name, _, version = args[0].partition("@")
+            versions = [await reg.get_version(name, version)] if version \
+                else await reg.versions(name)
+            return {"versions": [v.to_dict() for v in versions],
+                    "snapshots": {v.version: [s.to_dict() for s in await reg.snapshots(
+                        name, v.version)] for v in versions},
+                    "history": [h.to_dict() for h in await reg.history(name)]}
+        if action == "promote":
+            return (await reg.promote(args[0], args[1], reason="manual")).to_dict()
+        if action == "rollback":
+            return (await reg.rollback(args[0])).to_dict()
+        if action == "verify":
+            return [r.to_dict() for r in await reg.verify()]
+        raise ConfigError(f"unknown models action {action!r}")
+    finally:
+        await reg.aclose()

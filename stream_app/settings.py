@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from stream_app.errors import ConfigError
@@ -163,6 +163,12 @@ class Settings(BaseSettings):
     # -- learning ---------------------------------------------------------
     label_horizon_s: int = Field(default=24 * 3600, ge=1)
 
+    # -- model registry ---------------------------------------------------------------
+    #: ``file://PATH`` or ``redis://host:port/db`` (see ``models.registry``)
+    registry_url: str = "file://./registry"
+    #: HMAC key that signs checkpoints (at least 16 bytes); never logged
+    registry_key: SecretStr | None = None
+
     model: ModelSettings = ModelSettings()
     features: FeatureSettings = FeatureSettings()
     drift: DriftSettings = DriftSettings()
@@ -207,6 +213,10 @@ class Settings(BaseSettings):
         )
 
     @property
+    def registry_key_bytes(self) -> bytes | None:
+        return None if self.registry_key is None else self.registry_key.get_secret_value().encode()
+
+    @property
     def store_url(self) -> str:
         return self.feature_store_url or self.redis_url
 
@@ -221,6 +231,8 @@ class Settings(BaseSettings):
         for name, value in self.model_dump(mode="json").items():
             if value is None:
                 continue
+            if name == "registry_key" and self.registry_key is not None:
+                value = self.registry_key.get_secret_value()
             if name == "config_file":
                 env["STREAM_CONFIG"] = str(value)
                 continue
