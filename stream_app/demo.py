@@ -8,10 +8,7 @@ summary. Whatever it started, it stops, also on Ctrl-C.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -207,18 +204,9 @@ def run_demo(settings: Settings, *, limit: int | None, rate: float, label_delay_
 
 
 def _start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_")}
-    env.update(settings.to_env())
     with log_path.open("ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "stream_app", "worker"], env=env,
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return svc.start_worker(settings, log)
 
 
 def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+    svc.stop_process(worker, timeout_s=20)

@@ -20,14 +20,17 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import IO
 
 import orjson
 
 from stream_app.errors import ServiceStartError
+from stream_app.settings import Settings
 
 __all__ = [
     "ServiceProcess",
@@ -38,7 +41,10 @@ __all__ = [
     "port_open",
     "start_embedded",
     "start_real",
+    "start_worker",
     "stop",
+    "stop_process",
+    "worker_env",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -248,6 +254,32 @@ def stop(services: Services) -> None:
             subprocess.run([str(kafka_script()), "stop"], capture_output=True, check=False)
         else:
             _kill(p.pid)
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    """This process's environment, minus any ``STREAM_*``, plus these settings as variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_")}
+    env.update(settings.to_env())
+    return env
+
+
+def start_worker(settings: Settings, log: IO[bytes]) -> subprocess.Popen[bytes]:
+    """A ``python -m stream_app worker`` child process on these settings, logging to ``log``."""
+    return subprocess.Popen([sys.executable, "-m", "stream_app", "worker"],
+                            env=worker_env(settings), stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> int:
+    """SIGTERM, wait up to ``timeout_s``, then SIGKILL; return the exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 @contextlib.contextmanager

@@ -9,8 +9,6 @@ service that is unreachable is an error, never a skip.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -82,34 +80,18 @@ def embedded_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[svc.
         yield pair
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """Environment that makes a child ``stream-app`` process see these settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_")}
-    env.update(settings.to_env())
-    return env
-
-
 class WorkerProcess:
     """A real ``python -m stream_app worker`` child process."""
 
-    def __init__(self, settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None):
-        env = settings_env(settings)
-        env.update(extra_env or {})
+    def __init__(self, settings: Settings, log_path: Path):
         self.log_path = log_path
         self._log = log_path.open("wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "stream_app", "worker"],
-                                     env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = svc.start_worker(settings, self._log)
 
     def stop(self, timeout_s: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        code = svc.stop_process(self.proc, timeout_s)
         self._log.close()
-        return self.proc.returncode
+        return code
 
     def kill(self) -> None:
         self.proc.kill()
@@ -123,24 +105,6 @@ class WorkerProcess:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
-
-
-@pytest.fixture()
-def worker(tmp_path: Path) -> Iterator[object]:
-    """Factory: ``worker(settings)`` starts a worker process, stopped at teardown."""
-    started: list[WorkerProcess] = []
-
-    def start(settings: Settings, **extra_env: str) -> WorkerProcess:
-        w = WorkerProcess(settings, tmp_path / f"worker{len(started)}.log", extra_env)
-        started.append(w)
-        return w
-
-    yield start
-    for w in started:
-        if w.proc.returncode is None:
-            w.stop()
-        if os.environ.get("STREAM_TEST_SHOW_WORKER_LOG"):
-            print(w.log()[-5000:])
 
 
 def wait_until(predicate: object, timeout_s: float, interval_s: float = 0.1) -> bool:
