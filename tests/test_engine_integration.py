@@ -42,7 +42,11 @@ def _predicted_ids(records: list) -> Counter[str]:
 
 async def test_phishing_events_get_predictions_and_labels_teach_the_model(engine) -> None:
     settings, worker = engine
-    report = await replay(settings, "phishing", limit=200, label_delay_s=0.0, seed=1)
+    # paced, so labels reach the model while later events are scored (a burst would be scored
+    # entirely by the untrained model, and accuracy would say nothing about learning)
+    await latest_metrics(settings, until=lambda m: m["partitions_assigned"] > 0)
+    report = await replay(settings, "phishing", limit=200, rate=400.0, label_delay_s=0.0,
+                          seed=1)
     assert report.events_sent == 200
     preds = await collect(settings, contract.PREDICTIONS,
                           until=lambda rs: len(_predicted_ids(rs)) >= 200, timeout_s=90)
