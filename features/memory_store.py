@@ -31,6 +31,7 @@ from features.store import (
     LEARNED_VALUE,
     PARKED,
     PENDING_LABEL,
+    REDELIVERED,
     SEEN,
     SNAPSHOT,
     BatchRead,
@@ -87,6 +88,7 @@ class MemoryFeatureStore:
         entity_ttl_s: int,
         snapshot_ttl_s: int,
         claim_ttl_s: int,
+        mark_learned: bool = True,
     ) -> dict[str, bytes]:
         check_ttl(entity_ttl_s)
         check_ttl(snapshot_ttl_s)
@@ -98,12 +100,14 @@ class MemoryFeatureStore:
         early: dict[str, bytes] = {}
         for event_id in snapshots:
             label = self._pop(PENDING_LABEL + event_id, now)
-            if label is not None and self._set_nx(LEARNED + event_id, learned_until, now):
+            if label is not None and (not mark_learned or self._set_nx(
+                    LEARNED + event_id, learned_until, now)):
                 early[event_id] = label
         return early
 
     async def join_labels(
-        self, labels: Mapping[str, bytes], *, pending_ttl_s: int, learned_ttl_s: int
+        self, labels: Mapping[str, bytes], *, pending_ttl_s: int, learned_ttl_s: int,
+        positions: Mapping[str, bytes] | None = None,
     ) -> dict[str, tuple[str, bytes | None]]:
         now = self._clock()
         pending_until = now + check_ttl(pending_ttl_s)
@@ -112,8 +116,13 @@ class MemoryFeatureStore:
         for event_id, label in labels.items():
             snap = self._get(SNAPSHOT + event_id, now)
             if snap is not None:
-                fresh = self._set_nx(LEARNED + event_id, learned_until, now)
-                out[event_id] = (JOINED, snap) if fresh else (DUPLICATE, None)
+                position = bytes(positions[event_id]) if positions else LEARNED_VALUE
+                if self._set_nx(LEARNED + event_id, learned_until, now, position):
+                    out[event_id] = (JOINED, snap)
+                elif positions and self._get(LEARNED + event_id, now) == position:
+                    out[event_id] = (REDELIVERED, snap)
+                else:
+                    out[event_id] = (DUPLICATE, None)
             elif self._get(SEEN + event_id, now) is not None:
                 out[event_id] = (EXPIRED, None)
             else:
@@ -145,11 +154,11 @@ class MemoryFeatureStore:
             del self._data[self._prefix + key]
         return value
 
-    def _set_nx(self, key: str, expires: float, now: float) -> bool:
-        """``SET key 1 NX``: ``True`` if the key was absent (and is now set)."""
+    def _set_nx(self, key: str, expires: float, now: float, value: bytes = LEARNED_VALUE) -> bool:
+        """``SET key value NX``: ``True`` if the key was absent (and is now set)."""
         if self._get(key, now) is not None:
             return False
-        self._data[self._prefix + key] = (LEARNED_VALUE, expires)
+        self._data[self._prefix + key] = (value, expires)
         self._wrote(1)
         return True
 

@@ -31,6 +31,7 @@ from features.store import (
     LEARNED,
     PARKED,
     PENDING_LABEL,
+    REDELIVERED,
     SEEN,
     SNAPSHOT,
     BatchRead,
@@ -45,52 +46,57 @@ from stream_app.errors import ServiceError
 __all__ = ["RedisFeatureStore"]
 
 # KEYS: the keys to write (entities, claims, snapshots: as many as ARGV values), then nl label
-# keys and nl learned keys, for the last nl keys written (the snapshots; nl may be 0).
-# ARGV: n entities, n claims, entity ttl, claim ttl, snapshot ttl, one value per key written.
-# Returns {i1, label1, i2, label2, ...}, i the 1-based index among the nl, for labels taken.
+# keys and (when marking) nl learned keys, for the last nl keys written (the snapshots).
+# ARGV: n entities, n claims, entity ttl, claim ttl, snapshot ttl, mark (1/0), one value per
+# key written. Returns {i1, label1, i2, label2, ...}, i the 1-based index among the nl, for
+# labels taken.
 _COMMIT = """
-local ne, nc = tonumber(ARGV[1]), tonumber(ARGV[2])
-local nw = #ARGV - 5
-local nl = (#KEYS - nw) / 2
+local ne, nc, mark = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[6] == '1'
+local nw = #ARGV - 6
+local nl = #KEYS - nw
+if mark then nl = nl / 2 end
 for i = 1, nw do
   local ttl = ARGV[5]
   if i <= ne then ttl = ARGV[3] elseif i <= ne + nc then ttl = ARGV[4] end
-  redis.call('SET', KEYS[i], ARGV[5 + i], 'EX', ttl)
+  redis.call('SET', KEYS[i], ARGV[6 + i], 'EX', ttl)
 end
 local out = {}
 for i = 1, nl do
   local label = redis.call('GETDEL', KEYS[nw + i])
-  if label and redis.call('SET', KEYS[nw + nl + i], '1', 'NX', 'EX', ARGV[4]) then
+  if label and (not mark or redis.call('SET', KEYS[nw + nl + i], '1', 'NX', 'EX', ARGV[4])) then
     out[#out + 1] = i; out[#out + 1] = label
   end
 end
 return out
 """
 # KEYS: snap, learned, seen, plabel keys of label 1, then of label 2, ...
-# ARGV: pending ttl, learned ttl, label 1, label 2, ...
-# Returns {"jdep" (one status per label), {snapshot of each "j", in order}}.
+# ARGV: pending ttl, learned ttl, label 1, position 1, label 2, position 2, ...
+# Returns {"jrdep" (one status per label), {snapshot of each "j" and "r", in order}}.
 _JOIN = """
 local status, snaps = {}, {}
-for i = 1, #ARGV - 2 do
+for i = 1, (#ARGV - 2) / 2 do
   local k = 4 * (i - 1)
+  local position = ARGV[2 * i + 2]
   local snap = redis.call('GET', KEYS[k + 1])
   if snap then
-    if redis.call('SET', KEYS[k + 2], '1', 'NX', 'EX', ARGV[2]) then
+    if redis.call('SET', KEYS[k + 2], position, 'NX', 'EX', ARGV[2]) then
       status[i] = 'j'; snaps[#snaps + 1] = snap
+    elseif position ~= '1' and redis.call('GET', KEYS[k + 2]) == position then
+      status[i] = 'r'; snaps[#snaps + 1] = snap
     else
       status[i] = 'd'
     end
   elseif redis.call('EXISTS', KEYS[k + 3]) == 1 then
     status[i] = 'e'
   else
-    redis.call('SET', KEYS[k + 4], ARGV[i + 2], 'EX', ARGV[1])
+    redis.call('SET', KEYS[k + 4], ARGV[2 * i + 1], 'EX', ARGV[1])
     status[i] = 'p'
   end
 end
 return {table.concat(status), snaps}
 """
-_J = ord("j")
-_STATUS = {_J: JOINED, ord("d"): DUPLICATE, ord("e"): EXPIRED, ord("p"): PARKED}
+_J, _R = ord("j"), ord("r")
+_STATUS = {_J: JOINED, _R: REDELIVERED, ord("d"): DUPLICATE, ord("e"): EXPIRED, ord("p"): PARKED}
 
 
 class RedisFeatureStore:
@@ -118,10 +124,10 @@ class RedisFeatureStore:
         return (await self.begin_batch(entity_ids, [])).states
 
     async def write_entities(self, states: Mapping[str, State], ttl_s: int) -> None:
-        await self._write(states, {}, {}, (ttl_s, ttl_s, ttl_s), take_labels=False)
+        await self._write(states, {}, {}, (ttl_s, ttl_s, ttl_s), labels=None)
 
     async def put_snapshots(self, snaps: Mapping[str, bytes], ttl_s: int) -> None:
-        await self._write({}, {}, snaps, (ttl_s, ttl_s, ttl_s), take_labels=False)
+        await self._write({}, {}, snaps, (ttl_s, ttl_s, ttl_s), labels=None)
 
     async def get_snapshots(self, event_ids: Sequence[str]) -> list[bytes | None]:
         if not event_ids:
@@ -145,16 +151,20 @@ class RedisFeatureStore:
         entity_ttl_s: int,
         snapshot_ttl_s: int,
         claim_ttl_s: int,
+        mark_learned: bool = True,
     ) -> dict[str, bytes]:
         ttls = (entity_ttl_s, claim_ttl_s, snapshot_ttl_s)
-        return await self._write(states, claims, snapshots, ttls, take_labels=True)
+        return await self._write(states, claims, snapshots, ttls, labels=mark_learned)
 
     async def join_labels(
-        self, labels: Mapping[str, bytes], *, pending_ttl_s: int, learned_ttl_s: int
+        self, labels: Mapping[str, bytes], *, pending_ttl_s: int, learned_ttl_s: int,
+        positions: Mapping[str, bytes] | None = None,
     ) -> dict[str, tuple[str, bytes | None]]:
-        args: list[Any] = [check_ttl(pending_ttl_s), check_ttl(learned_ttl_s), *labels.values()]
+        args: list[Any] = [check_ttl(pending_ttl_s), check_ttl(learned_ttl_s)]
         if not labels:
             return {}
+        for event_id, label in labels.items():
+            args += (label, positions[event_id] if positions else b"1")
         kinds = [self._prefix + k for k in (SNAPSHOT, LEARNED, SEEN, PENDING_LABEL)]
         keys = [kind + i for i in labels for kind in kinds]
         status, snaps = await self._call(self._join(keys=keys, args=args))
@@ -182,16 +192,21 @@ class RedisFeatureStore:
         snapshots: Mapping[str, bytes],
         ttls: tuple[int, int, int],
         *,
-        take_labels: bool,
+        labels: bool | None,
     ) -> dict[str, bytes]:
-        """One ``_COMMIT`` call; ``ttls`` are (entity, claim, snapshot)."""
-        args: list[Any] = [len(states), len(claims), *(check_ttl(t) for t in ttls)]
+        """One ``_COMMIT`` call; ``ttls`` are (entity, claim, snapshot); ``labels``: take the
+        parked labels of the snapshots and mark them learned (True), take them (False), or
+        leave them (None)."""
+        args: list[Any] = [len(states), len(claims), *(check_ttl(t) for t in ttls),
+                           1 if labels else 0]
         if not states and not claims and not snapshots:
             return {}
         snap_ids = list(snapshots)
         keys = self._keys(ENTITY, states) + self._keys(SEEN, claims) + self._keys(SNAPSHOT, snap_ids)
-        if take_labels:
-            keys += self._keys(PENDING_LABEL, snap_ids) + self._keys(LEARNED, snap_ids)
+        if labels is not None:
+            keys += self._keys(PENDING_LABEL, snap_ids)
+        if labels:
+            keys += self._keys(LEARNED, snap_ids)
         args += [encode_state(s) for s in states.values()]
         args += claims.values()
         args += snapshots.values()
@@ -210,11 +225,12 @@ def _join_reply(
 ) -> dict[str, tuple[str, bytes | None]]:
     """``_JOIN``'s reply -> ``{event_id: (status, snapshot or None)}``.
 
-    >>> _join_reply(["a", "b", "c", "d"], b"jdep", [b"x"])
-    {'a': ('joined', b'x'), 'b': ('duplicate', None), 'c': ('expired', None), 'd': ('parked', None)}
+    >>> _join_reply(["a", "b", "c", "d", "e"], b"jdepr", [b"x", b"y"])  # doctest: +NORMALIZE_WHITESPACE
+    {'a': ('joined', b'x'), 'b': ('duplicate', None), 'c': ('expired', None), 'd': ('parked', None),
+     'e': ('redelivered', b'y')}
     """
     joined = iter(snaps)
     return {
-        event_id: (_STATUS[c], next(joined) if c == _J else None)
+        event_id: (_STATUS[c], next(joined) if c in (_J, _R) else None)
         for event_id, c in zip(labels, status, strict=True)
     }

@@ -19,7 +19,7 @@ apps can share one Redis::
     stream:{ns}:snap:{event_id}      scored feature vector        snapshot TTL
     stream:{ns}:seen:{event_id}      claim: caller's bytes        claim TTL
     stream:{ns}:plabel:{event_id}    label that came early        pending TTL
-    stream:{ns}:learned:{event_id}   "1": learned once            claim / learned TTL
+    stream:{ns}:learned:{event_id}   the label's position or "1"  claim / learned TTL
 
 Backends are chosen by URL: ``memory://`` (:class:`~features.memory_store.MemoryFeatureStore`)
 or ``redis://host:port/db``, ``rediss://...``, ``unix:///path.sock``
@@ -62,6 +62,7 @@ __all__ = [
     "EXPIRED",
     "JOINED",
     "PARKED",
+    "REDELIVERED",
     "BatchRead",
     "FeatureStore",
     "decode_state",
@@ -87,6 +88,9 @@ JOINED: Final = "joined"  # its snapshot was there and it was not learned yet: l
 DUPLICATE: Final = "duplicate"  # its event was learned from already
 EXPIRED: Final = "expired"  # its event was scored but the snapshot has expired
 PARKED: Final = "parked"  # its event was not scored yet: kept for commit_batch
+#: the very label record that was joined before (same position) came again: the caller
+#: decides whether its model has learned it (see ``stream_app.flow``)
+REDELIVERED: Final = "redelivered"
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,21 +136,27 @@ class FeatureStore(Protocol):
         entity_ttl_s: int,
         snapshot_ttl_s: int,
         claim_ttl_s: int,
+        mark_learned: bool = True,
     ) -> dict[str, bytes]:
         """Atomically write states, claims and snapshots; take the labels parked for them.
 
         Every write is a plain overwrite. Then, for each snapshot's event id, a parked label is
-        removed and, unless the event was learned from already, marked learned (claim TTL) and
-        returned: ``{event_id: label}``. Each label is returned at most once, ever.
+        removed and returned, ``{event_id: label}``: with ``mark_learned`` (the caller learns
+        it) only if the event was not learned from already, and it is marked learned (claim
+        TTL); without (a scorer, which forwards it to the learner) as it was. Each parked label
+        is returned at most once, ever.
         """
         ...
 
     async def join_labels(
-        self, labels: Mapping[str, bytes], *, pending_ttl_s: int, learned_ttl_s: int
+        self, labels: Mapping[str, bytes], *, pending_ttl_s: int, learned_ttl_s: int,
+        positions: Mapping[str, bytes] | None = None,
     ) -> dict[str, tuple[str, bytes | None]]:
         """Atomically join labels to snapshots: ``{event_id: (status, snapshot or None)}``.
 
-        :data:`JOINED` (with the snapshot; the event is now marked learned), :data:`DUPLICATE`,
+        :data:`JOINED` (with the snapshot; the event is now marked learned, the mark holding the
+        label's entry in ``positions``, default ``b"1"``), :data:`REDELIVERED` (with the
+        snapshot: marked learned by this same position before), :data:`DUPLICATE`,
         :data:`EXPIRED` (claimed, snapshot gone) or :data:`PARKED` (kept ``pending_ttl_s`` for
         :meth:`commit_batch`; a later label for the same id replaces it).
         """

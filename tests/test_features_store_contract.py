@@ -113,6 +113,32 @@ async def test_parked_label_is_taken_by_commit_exactly_once(store: FeatureStore)
     assert await store.commit_batch({}, {}, {"e1": b"v1", "e2": b"v2"}, **TTLS) == {}
 
 
+async def test_the_same_label_record_again_is_redelivered_another_is_a_duplicate(
+        store: FeatureStore) -> None:
+    await store.commit_batch({}, {"e1": b"p", "e2": b"p"}, {"e1": b"v1", "e2": b"v2"}, **TTLS)
+    at = {"e1": b"labels:0:7", "e2": b"labels:0:8"}
+    assert await store.join_labels({"e1": b"1"}, **LABEL_TTLS, positions=at) == {
+        "e1": ("joined", b"v1")}
+    # the same record (a restored model may not have learned it): the snapshot comes back
+    assert await store.join_labels({"e1": b"1", "e2": b"0"}, **LABEL_TTLS, positions=at) == {
+        "e1": ("redelivered", b"v1"), "e2": ("joined", b"v2")}
+    # the same event id from another record is a duplicate, as is a label without a position
+    assert await store.join_labels({"e1": b"1"}, **LABEL_TTLS,
+                                   positions={"e1": b"labels:0:99"}) == {"e1": ("duplicate", None)}
+    assert await store.join_labels({"e2": b"0"}, **LABEL_TTLS) == {"e2": ("duplicate", None)}
+
+
+async def test_a_scorer_takes_parked_labels_without_marking_them_learned(
+        store: FeatureStore) -> None:
+    await store.join_labels({"e1": b"1"}, **LABEL_TTLS)
+    assert await store.commit_batch({}, {"e1": b"p"}, {"e1": b"v1"}, **TTLS,
+                                    mark_learned=False) == {"e1": b"1"}
+    assert await store.commit_batch({}, {"e1": b"p"}, {"e1": b"v1"}, **TTLS,
+                                    mark_learned=False) == {}  # taken once
+    # forwarded to the learner, the label now joins its snapshot
+    assert await store.join_labels({"e1": b"1"}, **LABEL_TTLS) == {"e1": ("joined", b"v1")}
+
+
 async def test_join_and_commit_racing_learn_each_label_exactly_once(store: FeatureStore) -> None:
     ids = [f"e{i}" for i in range(300)]
     chunks = [ids[k:k + 25] for k in range(0, len(ids), 25)]
