@@ -202,6 +202,22 @@ async def test_snapshot_ids_increase_and_record_the_stage_at_save_time(reg: Mode
     assert await reg.snapshots("fraud", "1") == []
 
 
+async def test_prune_keeps_the_newest_and_ids_keep_increasing(reg: ModelRegistry) -> None:
+    await reg.create_version("fraud", spec=SPEC, params={}, parent=None)
+    for i in range(5):
+        await save(reg, {"w": i}, learn_count=i)
+    assert await reg.prune_snapshots("fraud", "1", keep=2) == [1, 2, 3]
+    assert [s.snapshot_id for s in await reg.snapshots("fraud", "1")] == [4, 5]
+    assert await reg.prune_snapshots("fraud", "1", keep=2) == []
+    assert (await save(reg, {"w": 9})).snapshot_id == 6  # never reuses a pruned id
+    assert (await reg.load_snapshot("fraud", "1"))[0] == {"w": 9}
+    with pytest.raises(ModelNotFoundError):
+        await reg.load_snapshot("fraud", "1", snapshot_id=1)
+    assert all(r.ok for r in await reg.verify())
+    with pytest.raises(ValueError):
+        await reg.prune_snapshots("fraud", "1", keep=0)
+
+
 async def test_tampered_newest_falls_back_to_newest_good(
         store: Store, reg: ModelRegistry, caplog: pytest.LogCaptureFixture) -> None:
     await reg.create_version("fraud", spec=SPEC, params={}, parent=None)

@@ -95,6 +95,10 @@ class RegistryBase(ABC):
         """Store ``blob`` and its record under the next id, atomically; return the record."""
 
     @abstractmethod
+    async def _delete_snapshots(self, name: str, version: str, ids: list[int]) -> None:
+        """Remove these snapshots, each record before its checkpoint (never half-visible)."""
+
+    @abstractmethod
     async def aclose(self) -> None: ...
 
     # -- versions and stages ---------------------------------------------------
@@ -208,6 +212,16 @@ class RegistryBase(ABC):
                 log.warning("registry: snapshot %s v%s #%d: unreadable record, not listed",
                             name, version, snapshot_id)
         return out
+
+    async def prune_snapshots(self, name: str, version: str, keep: int) -> list[int]:
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep!r}")
+        await self.get_version(name, version)
+        ids = sorted(await self._snapshot_records(name, version))
+        old = ids[:-keep]
+        if old:
+            await self._delete_snapshots(name, version, old)
+        return old
 
     async def load_snapshot(self, name: str, version: str,
                             snapshot_id: int | None = None) -> tuple[Any, SnapshotInfo]:

@@ -189,6 +189,17 @@ class FileRegistry(RegistryBase):
             atomic_write(folder / CATALOG, orjson.dumps(doc))
             return plan
 
+    async def _delete_snapshots(self, name: str, version: str, ids: list[int]) -> None:
+        def delete() -> None:
+            with self._locked(name, create=False):
+                snaps = self._snapshot_dir(name, version)
+                for sid in ids:  # the record first: a kill in between leaves an invisible .ckpt
+                    (snaps / f"{sid:08d}.json").unlink(missing_ok=True)
+                    (snaps / f"{sid:08d}.ckpt").unlink(missing_ok=True)
+                _fsync_dir(snaps)
+
+        await asyncio.to_thread(delete)
+
     async def _commit_snapshot(self, name: str, version: str, blob: bytes,
                                make_record: MakeRecord) -> bytes:
         return await asyncio.to_thread(self._commit_snapshot_sync, name, version, blob,

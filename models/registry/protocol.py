@@ -75,6 +75,10 @@ class ModelRegistry(Protocol):
         """
         ...
 
+    async def prune_snapshots(self, name: str, version: str, keep: int) -> list[int]:
+        """Delete all but the newest ``keep`` snapshots of a version; return the ids removed."""
+        ...
+
     async def models(self) -> list[str]:
         """Names of the models with at least one version, sorted."""
         ...

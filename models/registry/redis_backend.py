@@ -139,6 +139,12 @@ class RedisRegistry(RegistryBase):
                     continue
         raise ServiceError(f"redis model registry: {name!r} changed {_ATTEMPTS} times under us")
 
+    async def _delete_snapshots(self, name: str, version: str, ids: list[int]) -> None:
+        async with self._errors(), self._r.pipeline(transaction=True) as pipe:
+            pipe.hdel(self.key(name, version, "snaps"), *(str(i) for i in ids))
+            pipe.delete(*(self.key(name, version, f"ckpt:{i}") for i in ids))
+            await pipe.execute()
+
     async def _commit_snapshot(self, name: str, version: str, blob: bytes,
                                make_record: MakeRecord) -> bytes:
         versions, stages = self.key(name, "versions"), self.key(name, "stages")
