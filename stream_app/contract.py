@@ -3,8 +3,9 @@
 Names may be extended, never changed; ``tests/test_contract.py`` pins them. Every message is a
 UTF-8 JSON object. Builders here are pure and return ``bytes`` ready for Kafka.
 
->>> TOPICS
-('events', 'labels', 'predictions', 'drift', 'retrain-signals', 'dead-letters', 'metrics')
+>>> TOPICS  # doctest: +NORMALIZE_WHITESPACE
+('events', 'labels', 'predictions', 'drift', 'retrain-signals', 'dead-letters', 'metrics',
+ 'predictions-shadow', 'models')
 >>> sorted(orjson.loads(dead_letter(b"{oops", "events", 2, 41, "invalid_json", "bad")))
 ['error', 'offset', 'partition', 'payload', 'reason', 'source_topic']
 >>> orjson.loads(dead_letter(b"\\xff\\xfe", "events", 0, 7, "invalid_json", "not utf-8"))["payload"]
@@ -26,8 +27,11 @@ __all__ = [
     "EVENT_FIELDS",
     "LABEL_FIELDS",
     "PREDICTION_FIELDS",
+    "MODEL_FIELDS",
+    "SINGLE_PARTITION",
     "TOPICS",
     "dead_letter",
+    "model_change",
     "prediction",
 ]
 
@@ -38,9 +42,15 @@ DRIFT: Final = "drift"
 RETRAIN_SIGNALS: Final = "retrain-signals"
 DEAD_LETTERS: Final = "dead-letters"
 METRICS: Final = "metrics"
+PREDICTIONS_SHADOW: Final = "predictions-shadow"
+MODELS: Final = "models"
 
 #: every topic the engine creates on start, before the prefix
-TOPICS: Final = (EVENTS, LABELS, PREDICTIONS, DRIFT, RETRAIN_SIGNALS, DEAD_LETTERS, METRICS)
+TOPICS: Final = (EVENTS, LABELS, PREDICTIONS, DRIFT, RETRAIN_SIGNALS, DEAD_LETTERS, METRICS,
+                 PREDICTIONS_SHADOW, MODELS)
+#: topics with one partition whatever ``partitions`` says: labels, so that exactly one worker
+#: (the one holding it) learns; ``models``, so that stage changes stay in order
+SINGLE_PARTITION: Final = (LABELS, MODELS)
 
 #: ``events`` (key: ``entity_id``)
 EVENT_FIELDS: Final = ("event_id", "entity_id", "timestamp", "features")
@@ -57,7 +67,11 @@ PREDICTION_FIELDS: Final = (
     "event_timestamp",
     "scored_at",
     "latency_ms",
+    "model_snapshot",
 )
+#: ``predictions-shadow`` (key: ``event_id``): a challenger's predictions, same fields
+#: ``models`` (key: model): one record per stage change of a model version
+MODEL_FIELDS: Final = ("model", "version", "from_stage", "to_stage", "reason", "at")
 #: ``dead-letters`` (key: the source record's key); ``payload_encoding`` only when base64
 DEAD_LETTER_FIELDS: Final = ("source_topic", "partition", "offset", "reason", "error", "payload")
 
@@ -96,15 +110,19 @@ def prediction(
     event_timestamp: float,
     scored_at: float,
     latency_ms: float,
+    model_snapshot: int = 0,
     **extra: Any,
 ) -> bytes:
-    """A ``predictions`` record.
+    """A ``predictions`` (or ``predictions-shadow``) record.
+
+    ``model_snapshot`` is the registry snapshot the serving model descends from (0: none yet).
 
     >>> orjson.loads(prediction(event_id="e1", entity_id="a", model="m", model_version="1",
-    ...     score=0.25, predicted=False, event_timestamp=1.0, scored_at=2.0, latency_ms=3.0))
-    ... # doctest: +NORMALIZE_WHITESPACE
+    ...     score=0.25, predicted=False, event_timestamp=1.0, scored_at=2.0, latency_ms=3.0,
+    ...     model_snapshot=7))  # doctest: +NORMALIZE_WHITESPACE
     {'event_id': 'e1', 'entity_id': 'a', 'model': 'm', 'model_version': '1', 'score': 0.25,
-     'predicted': False, 'event_timestamp': 1.0, 'scored_at': 2.0, 'latency_ms': 3.0}
+     'predicted': False, 'event_timestamp': 1.0, 'scored_at': 2.0, 'latency_ms': 3.0,
+     'model_snapshot': 7}
     """
     record = {
         "event_id": event_id,
@@ -116,6 +134,7 @@ def prediction(
         "event_timestamp": event_timestamp,
         "scored_at": scored_at,
         "latency_ms": latency_ms,
+        "model_snapshot": model_snapshot,
     }
     record.update(extra)
     return orjson.dumps(record)
@@ -160,3 +179,17 @@ def retrain_signal(*, signal_id: str, model: str, model_version: str, reason: st
         raise ValueError(f"unknown retrain reason {reason!r}")
     return orjson.dumps({"signal_id": signal_id, "model": model, "model_version": model_version,
                          "reason": reason, "evidence": evidence, "emitted_at": emitted_at})
+
+
+def model_change(*, model: str, version: str, from_stage: str | None, to_stage: str,
+                 reason: str, at: str) -> bytes:
+    """A ``models`` record: one stage change of one model version.
+
+    >>> orjson.loads(model_change(model="m", version="2", from_stage="staging",
+    ...     to_stage="production", reason="challenger won", at="2026-01-01T00:00:00+00:00"))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    {'model': 'm', 'version': '2', 'from_stage': 'staging', 'to_stage': 'production',
+     'reason': 'challenger won', 'at': '2026-01-01T00:00:00+00:00'}
+    """
+    return orjson.dumps({"model": model, "version": version, "from_stage": from_stage,
+                         "to_stage": to_stage, "reason": reason, "at": at})

@@ -120,11 +120,14 @@ def make_admin(settings: Settings, **overrides: Any) -> AIOKafkaAdminClient:
 async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) -> list[str]:
     """Create the topics in ``names`` (default: every contract topic) that are missing.
 
-    Uses ``settings.partitions`` and ``settings.replication_factor``; idempotent, and a topic
+    Uses ``settings.partitions`` (one for ``contract.SINGLE_PARTITION``) and
+    ``settings.replication_factor``; idempotent, and a topic
     created concurrently by someone else is not an error. Returns the names created here.
     Raises :class:`ServiceError` if the broker is unreachable or refuses.
     """
-    wanted = list(dict.fromkeys(full_topic(settings, n) for n in (TOPICS if names is None else names)))
+    names = TOPICS if names is None else list(names)
+    wanted = list(dict.fromkeys(full_topic(settings, n) for n in names))
+    partitions = {full_topic(settings, n): settings.partitions_of(n) for n in names}
     admin = make_admin(settings)
     try:
         await admin.start()
@@ -132,7 +135,7 @@ async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) 
         missing = [n for n in wanted if n not in existing]
         if not missing:
             return []
-        new = [NewTopic(n, settings.partitions, settings.replication_factor) for n in missing]
+        new = [NewTopic(n, partitions[n], settings.replication_factor) for n in missing]
         response = await admin.create_topics(new)
         created = []
         for topic, code, *message in response.topic_errors:

@@ -117,9 +117,44 @@ class DriftSettings(_Frozen):
     alpha: float = Field(default=0.01, gt=0, lt=1)
     correction: Literal["bh", "bonferroni"] = "bh"
     recovery_checks: int = Field(default=3, ge=1)
+    #: an episode opens at this many consecutive checks below alpha (consecutive checks share
+    #: the reference, so one unlucky reference fails several checks: 2 cuts false episodes ~3x)
+    confirm_checks: int = Field(default=2, ge=1)
+    #: a fixed reference is re-learned from the next window when an episode closes (the data
+    #: matches it again, or it was an atypical sample that raised a false episode)
+    relearn_on_close: bool = True
     #: how often every subject's state goes to the ``drift`` topic as one summary record
     summary_interval_s: float = Field(default=30.0, gt=0)
     retrain: RetrainSettings = RetrainSettings()
+
+
+class LifecycleSettings(_Frozen):
+    """Checkpoints, one learner with hot-swapping scorers, champion and challenger (README)."""
+
+    #: restore from and checkpoint to the registry (off: the model lives and dies with the
+    #: worker, as in tests of the flow alone)
+    enabled: bool = True
+    #: a snapshot after this many learns, or after ``snapshot_interval_s`` with any learning
+    snapshot_every_learns: int = Field(default=10_000, ge=1)
+    snapshot_interval_s: float = Field(default=2.0, gt=0)
+    #: snapshots kept per version (older ones are pruned; the newest good one is restored)
+    keep_snapshots: int = Field(default=20, ge=2)
+    #: a scorer serves the learner's newest snapshot at most this many seconds after it exists
+    staleness_s: float = Field(default=5.0, gt=0)
+    #: spawn a challenger on a retrain signal (or ``stream-app models challenge``)
+    challenger: bool = True
+    #: the challenger's River steps; empty: the champion's own spec, trained afresh
+    challenger_steps: tuple[StepSettings, ...] = ()
+    #: labelled feature snapshots kept to warm-start a challenger
+    warm_start_window: int = Field(default=1000, ge=0)
+    #: compare champion and challenger on the last this many labels both scored
+    compare_labels: int = Field(default=500, ge=10)
+    #: promote when the challenger's accuracy beats the champion's by at least this much
+    promote_margin: float = Field(default=0.02, ge=0)
+    #: promote automatically; off: a ``models`` record says the challenger is ready
+    auto_promote: bool = True
+    #: archive a challenger that has not won after this many compared labels
+    challenger_max_labels: int = Field(default=20_000, ge=10)
 
 
 class Settings(BaseSettings):
@@ -153,8 +188,6 @@ class Settings(BaseSettings):
     batch_within_s: float = Field(default=0.02, gt=0)
     metrics_interval_s: float = Field(default=2.0, gt=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    #: refuse to learn when more than one worker shares the group (see README)
-    allow_multi_worker_learning: bool = False
 
     # -- validation -------------------------------------------------------
     max_payload_bytes: int = Field(default=1024 * 1024, ge=64)
@@ -166,12 +199,14 @@ class Settings(BaseSettings):
     # -- model registry ---------------------------------------------------------------
     #: ``file://PATH`` or ``redis://host:port/db`` (see ``models.registry``)
     registry_url: str = "file://./registry"
-    #: HMAC key that signs checkpoints (at least 16 bytes); never logged
+    #: HMAC key that signs checkpoints (at least 16 bytes); never logged. A worker refuses to
+    #: start without one (the demo makes an ephemeral key)
     registry_key: SecretStr | None = None
 
     model: ModelSettings = ModelSettings()
     features: FeatureSettings = FeatureSettings()
     drift: DriftSettings = DriftSettings()
+    lifecycle: LifecycleSettings = LifecycleSettings()
 
     config_file: Path | None = None
 
@@ -204,6 +239,20 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         """The full topic name for a contract name, with the configured prefix."""
         return f"{self.topic_prefix}{name}"
+
+    def partitions_of(self, name: str) -> int:
+        """Partitions of a contract topic (prefixed or not): ``partitions``, or 1 for labels
+        and models.
+
+        >>> s = load_settings(environ={}, partitions=3)
+        >>> s.partitions_of("events"), s.partitions_of("labels")
+        (3, 1)
+        """
+        from stream_app.contract import SINGLE_PARTITION
+
+        if self.topic_prefix and name.startswith(self.topic_prefix):
+            name = name[len(self.topic_prefix):]
+        return 1 if name in SINGLE_PARTITION else self.partitions
 
     @property
     def bootstrap_servers(self) -> str:

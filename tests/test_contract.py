@@ -13,14 +13,17 @@ from stream_app.settings import load_settings
 
 def test_topic_names_are_pinned() -> None:
     assert contract.TOPICS == (
-        "events", "labels", "predictions", "drift", "retrain-signals", "dead-letters", "metrics")
+        "events", "labels", "predictions", "drift", "retrain-signals", "dead-letters", "metrics",
+        "predictions-shadow", "models")
+    assert contract.SINGLE_PARTITION == ("labels", "models")
 
 
 def test_topics_take_the_prefix() -> None:
     s = load_settings(environ={"STREAM_TOPIC_PREFIX": "acme."})
     assert [s.topic(t) for t in contract.TOPICS] == [
         "acme.events", "acme.labels", "acme.predictions", "acme.drift",
-        "acme.retrain-signals", "acme.dead-letters", "acme.metrics"]
+        "acme.retrain-signals", "acme.dead-letters", "acme.metrics",
+        "acme.predictions-shadow", "acme.models"]
 
 
 def test_message_fields_are_pinned() -> None:
@@ -28,7 +31,8 @@ def test_message_fields_are_pinned() -> None:
     assert contract.LABEL_FIELDS == ("event_id", "label", "timestamp")
     assert contract.PREDICTION_FIELDS == (
         "event_id", "entity_id", "model", "model_version", "score", "predicted",
-        "event_timestamp", "scored_at", "latency_ms")
+        "event_timestamp", "scored_at", "latency_ms", "model_snapshot")
+    assert contract.MODEL_FIELDS == ("model", "version", "from_stage", "to_stage", "reason", "at")
     assert contract.DEAD_LETTER_FIELDS == (
         "source_topic", "partition", "offset", "reason", "error", "payload")
     assert set(contract.DEAD_LETTER_REASONS) >= {
@@ -41,6 +45,13 @@ def test_prediction_record_has_exactly_the_contract_fields() -> None:
         event_timestamp=1.0, scored_at=2.0, latency_ms=0.5))
     assert tuple(rec) == contract.PREDICTION_FIELDS
     assert rec["predicted"] is True and rec["score"] == 0.9
+    assert rec["model_snapshot"] == 0  # no snapshot yet
+
+
+def test_model_change_record_has_exactly_the_contract_fields() -> None:
+    rec = orjson.loads(contract.model_change(model="m", version="1", from_stage=None,
+                                             to_stage="production", reason="first", at="t"))
+    assert tuple(rec) == contract.MODEL_FIELDS and rec["from_stage"] is None
 
 
 def test_dead_letter_keeps_utf8_payload_as_text() -> None:
