@@ -114,7 +114,8 @@ class DriftStage:
             numeric=numeric, categorical=categorical,
             prediction=_PREDICTION if conf.prediction else None, window=conf.window,
             check_every=conf.check_every, reference=conf.reference, alpha=conf.alpha,
-            correction=conf.correction, recovery_checks=conf.recovery_checks)
+            correction=conf.correction, recovery_checks=conf.recovery_checks,
+            confirm_checks=conf.confirm_checks, relearn_on_close=conf.relearn_on_close)
 
     def _episodes(self, events: list[DriftEvent]) -> list[Out]:
         assert self.monitor is not None

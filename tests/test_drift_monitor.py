@@ -39,11 +39,12 @@ def brief(events: list[DriftEvent]) -> list[tuple[int, str, str, int]]:
 def test_one_sigma_shift_is_detected_at_an_exact_index(policy: str) -> None:
     mon = DriftMonitor(numeric=NAMES, reference=policy)  # type: ignore[arg-type]
     events = run(mon, shifted(42, 4600, 3000))
-    assert brief(events) == [(3249, "f07", "open", 3249)]
+    # the check at 3249 is the first below alpha; confirm_checks=2 opens at the next one
+    assert brief(events) == [(3499, "f07", "open", 3499)]
     # the current window is all shifted data at index 3999; two check intervals after that:
     assert events[0].index <= 3999 + 2 * 250
     e = events[0]
-    assert (e.kind, e.check, e.adjusted_p_value < 0.01) == ("numeric", 13, True)
+    assert (e.kind, e.check, e.adjusted_p_value < 0.01) == ("numeric", 14, True)
     assert e.adjusted_p_value == pytest.approx(min(1.0, e.p_value * 20), rel=1e-12)  # alone low
 
 
@@ -60,16 +61,39 @@ def test_stationary_streams_raise_no_false_episode(policy: str) -> None:
 def test_episode_closes_after_three_normal_checks_fixed_reference() -> None:
     mon = DriftMonitor(numeric=NAMES)
     events = run(mon, shifted(42, 9000, 3000, 6000), t0=1000.0)
-    assert brief(events) == [(3249, "f07", "open", 3249), (7499, "f07", "close", 3249)]
-    assert [(e.check, e.timestamp) for e in events] == [(13, 4249.0), (30, 8499.0)]
+    assert brief(events) == [(3499, "f07", "open", 3499), (7499, "f07", "close", 3499)]
+    assert [(e.check, e.timestamp) for e in events] == [(14, 4499.0), (30, 8499.0)]
     assert events[1].adjusted_p_value >= 0.01
+
+
+def test_one_failing_check_opens_nothing_without_confirmation() -> None:
+    """confirm_checks=1 (the behaviour before confirmation) opens one check earlier."""
+    mon = DriftMonitor(numeric=NAMES, confirm_checks=1)
+    assert brief(run(mon, shifted(42, 4600, 3000))) == [(3249, "f07", "open", 3249)]
+
+
+def test_a_closed_episode_relearns_the_fixed_reference() -> None:
+    data = shifted(42, 13_000, 3000, 6000)
+    data[10_000:, 7] += 1.0  # a second shift, tested against the re-learned reference
+    mon = DriftMonitor(numeric=NAMES)
+    events = run(mon, data[:7500], t0=0.0)
+    assert brief(events)[-1] == (7499, "f07", "close", 3499)
+    f07 = {s.subject: s for s in mon.summary()}["f07"]
+    assert (f07.reference_size, f07.current_size, f07.in_drift) == (0, 0, False)
+    events = [e for e in run(mon, data[7500:], t0=7500.0) if e.subject == "f07"]
+    f07 = {s.subject: s for s in mon.summary()}["f07"]
+    assert (f07.reference_first_ts, f07.reference_last_ts) == (7500.0, 8499.0)
+    assert [(e.event, e.timestamp) for e in events] == [("open", 10749.0)]
+    kept = DriftMonitor(numeric=NAMES, relearn_on_close=False)
+    run(kept, data[:7500])
+    assert {s.subject: s for s in kept.summary()}["f07"].reference_size == 1000
 
 
 def test_sliding_reference_sees_the_return_as_a_second_change() -> None:
     mon = DriftMonitor(numeric=NAMES, reference="sliding")
     events = run(mon, shifted(42, 9000, 3000, 6000))
-    assert brief(events) == [(3249, "f07", "open", 3249), (5249, "f07", "close", 3249),
-                             (6249, "f07", "open", 6249), (8249, "f07", "close", 6249)]
+    assert brief(events) == [(3499, "f07", "open", 3499), (5249, "f07", "close", 3499),
+                             (6499, "f07", "open", 6499), (8249, "f07", "close", 6499)]
 
 
 def test_categorical_and_prediction_subjects() -> None:
@@ -82,7 +106,7 @@ def test_categorical_and_prediction_subjects() -> None:
         score = rng.beta(2, 5) if i < 4000 else rng.beta(2.5, 5)
         events += mon.update({"country": country}, score=float(score))
     assert [(e.index, e.subject, e.kind, e.event) for e in events] == [
-        (3249, "country", "categorical", "open"), (4499, "score", "prediction", "open")]
+        (3499, "country", "categorical", "open"), (4749, "score", "prediction", "open")]
 
 
 def test_missing_values_timestamps_and_parity_with_scipy() -> None:
@@ -134,8 +158,8 @@ def test_bonferroni_and_unknown_names() -> None:
     with pytest.raises(ValueError):
         DriftMonitor(numeric=["a"], correction="holm")  # type: ignore[arg-type]
     mon = DriftMonitor(numeric=NAMES, correction="bonferroni")
-    events = run(mon, shifted(42, 3300, 3000))
-    assert brief(events) == [(3249, "f07", "open", 3249)]
+    events = run(mon, shifted(42, 3600, 3000))
+    assert brief(events) == [(3499, "f07", "open", 3499)]
     assert events[0].adjusted_p_value == pytest.approx(events[0].p_value * 20, rel=1e-12)
 
 

@@ -70,8 +70,18 @@ def test_p_equal_to_alpha_is_normal() -> None:
     assert [h.update(p, i) for i, p in enumerate([0.01, 0.0099, 0.01])] == [None, "open", "close"]
 
 
+def test_confirmation_needs_consecutive_low_checks() -> None:
+    h = Hysteresis(alpha=0.01, recovery_checks=1, confirm_checks=2)
+    ps = [0.001, 0.5, 0.002, 0.003, 0.0001, 0.4, 0.001, 0.2]
+    out = [h.update(p, index=i) for i, p in enumerate(ps)]
+    assert out == [None, None, None, "open", None, "close", None, None]
+    assert (h.in_drift, h.since) == (False, None)
+
+
 def test_invalid_hysteresis() -> None:
     with pytest.raises(ValueError):
         Hysteresis(alpha=0.0)
     with pytest.raises(ValueError):
         Hysteresis(recovery_checks=0)
+    with pytest.raises(ValueError):
+        Hysteresis(confirm_checks=0)
