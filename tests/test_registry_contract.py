@@ -202,6 +202,17 @@ async def test_snapshot_ids_increase_and_record_the_stage_at_save_time(reg: Mode
     assert await reg.snapshots("fraud", "1") == []
 
 
+async def test_ensure_production_creates_once_among_concurrent_callers(
+        reg: ModelRegistry) -> None:
+    results = await asyncio.gather(*(reg.ensure_production(
+        "fraud", spec=SPEC, params={}, reason="first start") for _ in range(5)))
+    assert sorted(created for _, created in results) == [False] * 4 + [True]
+    assert {(v.version, v.stage) for v, _ in results} == {("1", "production")}
+    assert [v.version for v in await reg.versions("fraud")] == ["1"]
+    await reg.create_version("fraud", spec=SPEC, params={}, parent="1")
+    assert (await reg.ensure_production("fraud", spec=SPEC, params={}, reason="x"))[0].version == "1"
+
+
 async def test_prune_keeps_the_newest_and_ids_keep_increasing(reg: ModelRegistry) -> None:
     await reg.create_version("fraud", spec=SPEC, params={}, parent=None)
     for i in range(5):

@@ -124,6 +124,24 @@ class RegistryBase(ABC):
         assert made.new_version is not None
         return made.new_version
 
+    async def ensure_production(self, name: str, *, spec: dict[str, Any], params: dict[str, Any],
+                                reason: str) -> tuple[VersionInfo, bool]:
+        check_name(name)
+        at = utc_now()
+        spec, params = normalize(spec), normalize(params)
+
+        def plan(cat: Catalog) -> Plan:
+            if production_of(cat.stages) is not None:
+                return Plan([])
+            v = cat.next_version
+            info = VersionInfo(name, v, PRODUCTION, None, spec, params, reason, at)
+            return Plan(stage_changes(cat, name, v, PRODUCTION, reason, at, new=True), info)
+
+        made = await self._transact(name, plan, create=True)
+        if made.new_version is None:
+            return await self.production(name), False
+        return dataclasses.replace(made.new_version, stage=PRODUCTION), True
+
     async def set_stage(self, name: str, version: str, stage: Stage, reason: str) -> StageChange:
         check_name(name)
         check_version(version)

@@ -98,6 +98,14 @@ class ModelRegistry(Protocol):
         """The snapshots' records as stored (not verified: see :meth:`verify`), oldest first."""
         ...
 
+    async def ensure_production(self, name: str, *, spec: dict[str, Any], params: dict[str, Any],
+                                reason: str) -> tuple[VersionInfo, bool]:
+        """The production version, created from scratch in one atomic step if there is none.
+
+        ``(version, created)``: of several workers starting at once exactly one creates it.
+        """
+        ...
+
     async def set_stage(self, name: str, version: str, stage: Stage, reason: str) -> StageChange:
         """Move a version; to ``production`` archives the version that was there."""
         ...
