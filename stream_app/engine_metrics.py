@@ -42,6 +42,13 @@ class EngineMetrics:
         self.labels_duplicate = 0
         self.labels_expired = 0
         self.labels_parked = 0
+        #: labels learned again after a restore (the snapshot predated them)
+        self.labels_relearned = 0
+        #: labels that arrived before their event, handed to the learner by this scorer
+        self.labels_forwarded = 0
+        #: the registry snapshot the serving model descends from, and lifecycle facts
+        self.snapshot_id = 0
+        self.lifecycle: dict[str, Any] = {}
         self.learned = 0
         self.batches = 0
         self.prequential = PrequentialMetrics(window=window)
@@ -106,6 +113,8 @@ class EngineMetrics:
             "uptime_s": time.time() - self.started,
             "model": self.model,
             "model_version": self.model_version,
+            "model_snapshot": self.snapshot_id,
+            "lifecycle": dict(self.lifecycle),
             "worker": self.worker,
             "partitions_assigned": self.partitions_assigned,
             "learning_enabled": self.learning_enabled,
@@ -124,6 +133,8 @@ class EngineMetrics:
                 "duplicate": self.labels_duplicate,
                 "expired": self.labels_expired,
                 "parked": self.labels_parked,
+                "relearned": self.labels_relearned,
+                "forwarded": self.labels_forwarded,
                 "learned": self.learned,
                 "coverage": self.labels_joined / self.predictions if self.predictions else None,
                 "delay_s": self.label_delay.summary(),

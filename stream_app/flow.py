@@ -13,17 +13,19 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from features.aggregates import fold_events
 from features.spec import FeatureSpec, compile_spec
-from features.store import FeatureStore, open_feature_store
-from models.metrics import decide
+from features.store import DUPLICATE, EXPIRED, JOINED, REDELIVERED, FeatureStore, open_feature_store
+from models.metrics import PrequentialMetrics, decide
 from models.online import ModelOutputError
+from models.registry.types import DataHash
 from models.spec import OnlineModel, build_model, one_hot
 from stream_app import contract
 from stream_app.engine_metrics import EngineMetrics
@@ -31,7 +33,7 @@ from stream_app.monitoring import DriftStage
 from stream_app.settings import Settings
 from stream_app.validate import Event, Label, Limits, Rejection, parse_event, parse_label
 
-__all__ = ["Engine", "Out", "Record"]
+__all__ = ["Challenger", "Engine", "Out", "Record"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,36 @@ class Record:
 
 #: (topic, key, value) ready for the producer
 Out = tuple[str, bytes | None, bytes]
+
+
+@dataclass(slots=True)
+class Challenger:
+    """A model scored in shadow beside the champion and compared on the same labels.
+
+    ``outcomes`` holds, for the last ``compare`` labels both models scored before learning,
+    whether each was right: ``(champion_right, challenger_right)``.
+    """
+
+    model: OnlineModel
+    snapshot_id: int = 0
+    compare: int = 500
+    prequential: PrequentialMetrics = field(default_factory=PrequentialMetrics)
+    outcomes: deque[tuple[bool, bool]] = field(default_factory=deque)
+    compared: int = 0
+    learned: int = 0
+
+    def record(self, champion_right: bool, challenger_right: bool) -> None:
+        self.outcomes.append((champion_right, challenger_right))
+        if len(self.outcomes) > self.compare:
+            self.outcomes.popleft()
+        self.compared += 1
+
+    def accuracies(self) -> tuple[float, float] | None:
+        """(champion, challenger) accuracy over the last ``compare`` labels, once that many."""
+        n = len(self.outcomes)
+        if n < self.compare:
+            return None
+        return (sum(a for a, _ in self.outcomes) / n, sum(b for _, b in self.outcomes) / n)
 
 
 class Engine:
@@ -72,10 +104,49 @@ class Engine:
         self._seen_ttl = 2 * settings.label_horizon_s
         warmup = settings.drift.prediction_warmup
         self._score_warmup = settings.drift.window if warmup is None else warmup
+        self._t_shadow = settings.topic(contract.PREDICTIONS_SHADOW)
+        self._t_labels = settings.topic(contract.LABELS)
+        #: the registry snapshot the serving model descends from (0: none)
+        self.snapshot_id = 0
+        #: per labels partition, the next offset this model has not consumed (learned or not)
+        self.label_next: dict[int, int] = {}
+        #: the ``(event_id, label)`` sequence learned, hashed (the training-data hash)
+        self.data_hash = DataHash()
+        #: learns since the last checkpoint (see ``stream_app.lifecycle``)
+        self.learns_since_snapshot = 0
+        #: the last labelled feature vectors learned, to warm-start a challenger
+        self.recent: deque[tuple[dict[str, float], bool]] = deque(
+            maxlen=settings.lifecycle.warm_start_window)
+        self.challenger: Challenger | None = None
+
+    def install(self, model: OnlineModel, *, snapshot_id: int, learned: int | None = None,
+                prequential: PrequentialMetrics | None = None,
+                label_next: dict[int, int] | None = None, data_hash: str | None = None) -> None:
+        """Serve ``model`` from now on (between two batches: no prediction is lost or doubled).
+
+        With ``learned``/``prequential``/``label_next``/``data_hash`` (a restore) the learner's
+        accounting resumes from the snapshot; without, only the served model changes.
+        """
+        changed_version = model.version != self.model.version or model.name != self.model.name
+        self.model = model
+        self.snapshot_id = snapshot_id
+        self.metrics.model_version = model.version
+        self.metrics.snapshot_id = snapshot_id
+        if learned is not None:
+            self.metrics.learned = learned
+            self.learns_since_snapshot = 0
+        if prequential is not None:
+            self.metrics.prequential = prequential
+        if label_next is not None:
+            self.label_next = dict(label_next)
+        if data_hash is not None:
+            self.data_hash = DataHash(data_hash or None)
+        if changed_version:  # a new champion: drift references start again from its inputs
+            self.drift = DriftStage(self.settings, model=model.name, model_version=model.version)
 
     @property
     def learning_enabled(self) -> bool:
-        """False while this worker shares the group (see ``app._check_single_learner``)."""
+        """True on the one worker that learns: the holder of the labels partition."""
         return self.metrics.learning_enabled
 
     @learning_enabled.setter
@@ -126,19 +197,31 @@ class Engine:
         if redelivered:
             out.extend(await self._replay_predictions(redelivered))
         states = dict(zip(entity_ids, read.states, strict=True))
-        scored, snapshots, claims = self._score_batch(fresh, states, out)
+        scored, snapshots, claims, observed = self._score_batch(fresh, states, out)
         t2 = time.perf_counter()
         touched = {e: states[e] for e in {ev.entity_id for _, ev in fresh}} if self.spec.names else {}
+        learner = self.learning_enabled
         early = await self.store.commit_batch(
             touched, claims, snapshots,
             entity_ttl_s=self.settings.features.entity_ttl_s,
-            snapshot_ttl_s=self.settings.label_horizon_s, claim_ttl_s=self._seen_ttl)
-        if self.model.kind == "anomaly" and self.learning_enabled:
+            snapshot_ttl_s=self.settings.label_horizon_s, claim_ttl_s=self._seen_ttl,
+            mark_learned=learner)
+        # committed: only now do these events count for drift (a retried batch counts once)
+        if observed:
+            observe = self.drift.observe
+            for x, features, score, ts in observed:
+                out.extend(observe(x, features, score=score, timestamp=ts))
+        if self.model.kind == "anomaly" and learner:
             for x in scored:
                 self.model.learn_one(x, None)
             self.metrics.learned += len(scored)
+            self.learns_since_snapshot += len(scored)
         for event_id, raw_label in early.items():
-            out.extend(self._learn_early(event_id, raw_label, snapshots[event_id]))
+            if learner:
+                out.extend(self._learn_early(event_id, raw_label, snapshots[event_id]))
+            else:  # the learner holds the labels partition: hand the label over
+                out.append((self._t_labels, event_id.encode(), raw_label))
+                self.metrics.labels_forwarded += 1
         t3 = time.perf_counter()
         self.metrics.batch(len(records), len(snapshots), t3 - t0,
                            store_read_s=t1 - t0, score_s=t2 - t1, store_write_s=t3 - t2)
@@ -161,14 +244,17 @@ class Engine:
 
     def _score_batch(self, batch: list[tuple[Record, Event]], states: dict[str, Any],
                      out: list[Out]) -> tuple[list[dict[str, float]], dict[str, bytes],
-                                              dict[str, bytes]]:
+                                              dict[str, bytes], list[tuple[Any, ...]]]:
         """Featurise (point in time, entity by entity) and score, in arrival order."""
         aggregates = self._aggregates(batch, states)
         xs: list[dict[str, float]] = []
-        observe, drift_on = self.drift.observe, self.settings.drift.enabled
+        drift_on = self.settings.drift.enabled
+        observed: list[tuple[Any, ...]] = []
         warm = self.metrics.learned >= self._score_warmup
         snapshots: dict[str, bytes] = {}
         claims: dict[str, bytes] = {}
+        challenger = self.challenger
+        sid = self.snapshot_id
         for i, (rec, ev) in enumerate(batch):
             x = one_hot(ev.features) if self._one_hot else _numeric(ev.features)
             if aggregates:
@@ -181,15 +267,33 @@ class Engine:
             now = time.time()
             latency_ms = max(0.0, (now - rec.timestamp) * 1000.0) if rec.timestamp else 0.0
             out.append((self._t_predictions, ev.event_id.encode(),
-                        self._prediction(ev, score, now, latency_ms, self.model.version)))
-            snapshots[ev.event_id] = orjson.dumps(
-                {"x": x, "s": score, "v": self.model.version, "t": now, "l": latency_ms})
+                        self._prediction(ev, score, now, latency_ms, self.model.version, sid)))
+            snap: dict[str, Any] = {"x": x, "s": score, "v": self.model.version, "t": now,
+                                    "l": latency_ms, "n": sid}
+            if challenger is not None:
+                c = self._shadow(ev, x, challenger, now, latency_ms, out)
+                if c is not None:
+                    snap["c"], snap["cv"] = c, challenger.model.version
+            snapshots[ev.event_id] = orjson.dumps(snap)
             claims[ev.event_id] = _position(rec)
             xs.append(x)
             if drift_on:
-                out.extend(observe(x, ev.features, score=score if warm else None,
-                                   timestamp=ev.timestamp))
-        return xs, snapshots, claims
+                observed.append((x, ev.features, score if warm else None, ev.timestamp))
+        return xs, snapshots, claims, observed
+
+    def _shadow(self, ev: Event, x: dict[str, float], challenger: Challenger, now: float,
+                latency_ms: float, out: list[Out]) -> float | None:
+        """Score in shadow: to ``predictions-shadow``, never to ``predictions``."""
+        try:
+            c = challenger.model.predict_proba_one(x)
+        except ModelOutputError:
+            return None
+        out.append((self._t_shadow, ev.event_id.encode(), contract.prediction(
+            event_id=ev.event_id, entity_id=ev.entity_id, model=challenger.model.name,
+            model_version=challenger.model.version, score=c, predicted=decide(c, self._threshold),
+            event_timestamp=ev.timestamp, scored_at=now, latency_ms=latency_ms,
+            model_snapshot=challenger.snapshot_id)))
+        return c
 
     def _aggregates(self, batch: list[tuple[Record, Event]], states: dict[str, Any]
                     ) -> list[dict[str, float]]:
@@ -218,16 +322,17 @@ class Engine:
                 continue
             s = orjson.loads(snap)
             out.append((self._t_predictions, ev.event_id.encode(),
-                        self._prediction(ev, s["s"], s["t"], s["l"], s["v"])))
+                        self._prediction(ev, s["s"], s["t"], s["l"], s["v"], s.get("n", 0))))
         return out
 
     def _prediction(self, ev: Event, score: float, scored_at: float, latency_ms: float,
-                    version: str) -> bytes:
+                    version: str, snapshot_id: int) -> bytes:
         self.metrics.observe_latency_ms(latency_ms)
         return contract.prediction(
             event_id=ev.event_id, entity_id=ev.entity_id, model=self.model.name,
             model_version=version, score=score, predicted=decide(score, self._threshold),
-            event_timestamp=ev.timestamp, scored_at=scored_at, latency_ms=latency_ms)
+            event_timestamp=ev.timestamp, scored_at=scored_at, latency_ms=latency_ms,
+            model_snapshot=snapshot_id)
 
     def _dead(self, rec: Record, rej: Rejection) -> Out:
         self.metrics.dead_letter(rej.reason)
@@ -250,9 +355,15 @@ class Engine:
         return str(label).strip().lower() in self._positive
 
     async def process_labels(self, records: Sequence[Record]) -> list[Out]:
-        """Join labels to the feature snapshots they were scored with, and learn once each."""
+        """Join labels to the feature snapshots they were scored with, and learn once each.
+
+        A label record that comes again from the same position (``redelivered``) is learned
+        again only if this model has not consumed that offset: after a restore from a snapshot
+        older than the label, never after a plain redelivery of a batch it learned.
+        """
         out: list[Out] = []
-        labels: dict[str, tuple[Label, bytes]] = {}
+        labels: dict[str, tuple[Label, bytes, Record]] = {}
+        consumed_to = dict(self.label_next)  # what this model had consumed before the batch
         for rec in records:
             parsed = parse_label(rec.value, self.limits)
             if isinstance(parsed, Rejection):
@@ -262,22 +373,30 @@ class Engine:
             if parsed.event_id in labels:
                 self.metrics.labels_duplicate += 1
                 continue
-            labels[parsed.event_id] = (parsed, rec.value or b"")
-        if not labels:
-            return out
-        joined = await self.store.join_labels(
-            {eid: raw for eid, (_, raw) in labels.items()},
-            pending_ttl_s=self.settings.label_horizon_s, learned_ttl_s=self._seen_ttl)
-        for eid, (label, _) in labels.items():
-            status, snap = joined[eid]
-            if status == "joined" and snap is not None:
-                out.extend(self._learn(label, snap))
-            elif status == "duplicate":
-                self.metrics.labels_duplicate += 1
-            elif status == "expired":
-                self.metrics.labels_expired += 1
-            else:
-                self.metrics.labels_parked += 1
+            labels[parsed.event_id] = (parsed, rec.value or b"", rec)
+        if labels:
+            joined = await self.store.join_labels(
+                {eid: raw for eid, (_, raw, _) in labels.items()},
+                pending_ttl_s=self.settings.label_horizon_s, learned_ttl_s=self._seen_ttl,
+                positions={eid: _position(rec) for eid, (_, _, rec) in labels.items()})
+            for eid, (label, _, rec) in labels.items():
+                status, snap = joined[eid]
+                if status == REDELIVERED and rec.offset >= consumed_to.get(rec.partition, 0):
+                    status = JOINED  # consumed by a model that was lost before a checkpoint
+                    self.metrics.labels_relearned += 1
+                if status == JOINED and snap is not None:
+                    out.extend(self._learn(label, snap))
+                elif status in (DUPLICATE, REDELIVERED):
+                    self.metrics.labels_duplicate += 1
+                elif status == EXPIRED:
+                    self.metrics.labels_expired += 1
+                else:
+                    self.metrics.labels_parked += 1
+        # only now, after learning: a checkpoint taken meanwhile must not claim these offsets
+        label_next = self.label_next
+        for rec in records:
+            if rec.offset >= label_next.get(rec.partition, 0):
+                label_next[rec.partition] = rec.offset + 1
         return out
 
     def _learn_early(self, event_id: str, raw_label: bytes, snap: bytes) -> list[Out]:
@@ -292,10 +411,24 @@ class Engine:
         s = orjson.loads(snap)
         y = self.to_target(label.label)
         self.metrics.label_joined(y, s["s"], self._threshold, delay_s=time.time() - s["t"])
-        if self.learning_enabled and self.model.kind == "classifier":
-            self.model.learn_one(s["x"], y)
-            self.metrics.learned += 1
-        return self.drift.observe_label(y, s["s"]) if self.model.kind == "classifier" else []
+        if not self.learning_enabled or self.model.kind != "classifier":
+            return []
+        x = s["x"]
+        self.model.learn_one(x, y)
+        self.metrics.learned += 1
+        self.learns_since_snapshot += 1
+        self.data_hash.update(label.event_id, y)
+        self.recent.append((x, y))
+        challenger = self.challenger
+        if challenger is not None:
+            c = s.get("c")
+            if c is not None and s.get("cv") == challenger.model.version:
+                challenger.prequential.update(y, c, self._threshold)
+                challenger.record(decide(s["s"], self._threshold) == y,
+                                  decide(c, self._threshold) == y)
+            challenger.model.learn_one(x, y)
+            challenger.learned += 1
+        return self.drift.observe_label(y, s["s"])
 
 
 def _position(rec: Record) -> bytes:

@@ -1,0 +1,428 @@
+"""The model's lifecycle in one worker: restore, checkpoint, hot swap, champion and challenger.
+
+One worker learns: the one holding the single partition of ``labels`` (Kafka's group protocol
+gives it to exactly one member). It checkpoints the model to the registry every
+``snapshot_every_learns`` learns or ``snapshot_interval_s`` seconds (when it learned anything),
+when it loses the partition and when it stops. Every other worker is a scorer: it polls the
+registry and hot-swaps to the newest snapshot of the production version, so the model it serves
+is at most ``staleness_s`` behind the learner's newest checkpoint. A swap happens between two
+batches: no prediction is dropped or doubled, and each carries ``model_version`` and
+``model_snapshot``.
+
+A worker that becomes the learner restores the newest snapshot that verifies and returns the
+label offsets stored with it (the agent seeks there), so labels learned after that snapshot
+by a worker that died are learned again (see ``Engine.process_labels``).
+
+Champion and challenger: on a retrain signal (or ``stream-app models challenge``) the learner
+creates a ``staging`` version (the champion's spec, or ``challenger_steps``), warm-starts it on
+the last ``warm_start_window`` labelled feature vectors, scores it in shadow (to
+``predictions-shadow``) and teaches it the same labels. Once both models have scored the last
+``compare_labels`` labels, a challenger whose accuracy beats the champion's by
+``promote_margin`` is promoted (``auto_promote``) or reported ready; one that has not won after
+``challenger_max_labels`` is archived. Every stage change goes to the ``models`` topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import orjson
+
+from models.metrics import PrequentialMetrics
+from models.registry import ModelRegistry, open_registry
+from models.registry.types import StageChange, VersionInfo, utc_now
+from models.spec import OnlineModel, build_model
+from stream_app import contract
+from stream_app.errors import CheckpointError, ConfigError, ModelNotFoundError
+from stream_app.flow import Challenger, Engine, Out, Record
+from stream_app.settings import ModelSettings, Settings, StepSettings
+
+__all__ = ["ModelKeeper", "model_spec", "require_key"]
+
+log = logging.getLogger(__name__)
+
+#: how many checkpoints between two prunes of old snapshots
+_PRUNE_EVERY = 10
+
+
+def require_key(settings: Settings) -> None:
+    """A worker that checkpoints needs ``STREAM_REGISTRY_KEY``; refuse to start without one."""
+    if settings.lifecycle.enabled and settings.registry_key_bytes is None:
+        raise ConfigError(
+            "STREAM_REGISTRY_KEY is not set: a worker signs its model checkpoints and refuses "
+            "to start without a key (at least 16 bytes; keep it secret). `stream-app demo` "
+            "makes an ephemeral one; or set STREAM_LIFECYCLE__ENABLED=false to run without "
+            "checkpoints.")
+
+
+def model_spec(steps: tuple[StepSettings, ...]) -> dict[str, Any]:
+    """The registry's ``spec`` of a version: its River steps.
+
+    >>> model_spec((StepSettings(name="GaussianNB"),))
+    {'steps': [{'name': 'GaussianNB', 'params': {}}]}
+    """
+    return {"steps": [{"name": s.name, "params": dict(s.params)} for s in steps]}
+
+
+class ModelKeeper:
+    """Moves models between the registry and an :class:`~stream_app.flow.Engine`."""
+
+    def __init__(self, settings: Settings, engine: Engine,
+                 registry: ModelRegistry | None = None) -> None:
+        self.settings = settings
+        self.conf = settings.lifecycle
+        self.engine = engine
+        self.name = settings.model.name
+        self.registry = registry or open_registry(
+            settings.registry_url, key=settings.registry_key_bytes, namespace=settings.app_id)
+        self.learner = False
+        self.started = False
+        self._last_checkpoint = time.monotonic()
+        self._checkpoints = 0
+        self._t_models = settings.topic(contract.MODELS)
+        self._ready_reported: str | None = None
+        self._signals_seen: set[str] = set()
+        #: when a newer snapshot than the one served was first seen (scorers), for staleness
+        self._newer_seen: tuple[int, float] | None = None
+        self.max_swap_delay_s = 0.0
+        self.swaps = 0
+        #: what the last ``become_learner`` restored (version, snapshot, learn count)
+        self.restored: dict[str, Any] | None = None
+        self._start_lock = asyncio.Lock()
+        #: ``models`` records made outside a batch, sent by the next ``refresh``
+        self.pending: list[Out] = []
+
+    # -- start, roles ---------------------------------------------------------------------
+    async def start(self) -> None:
+        """Serve the production version's newest good snapshot (creating version 1 if none)."""
+        async with self._start_lock:
+            if not self.started:
+                await self._start()
+
+    async def _start(self) -> None:
+        try:
+            prod = await self.registry.production(self.name)
+        except ModelNotFoundError:
+            prod, created = await self._first_version()
+            if created:
+                self.pending += self._records((await self.registry.history(self.name))[-1:])
+        configured = model_spec(self.settings.model.steps)
+        if prod.spec.get("steps") != configured["steps"]:
+            log.warning("model %r: production version %s has steps %s, the config says %s; "
+                        "serving the registry's. Try the config's with a challenger "
+                        "(lifecycle.challenger_steps) or promote a version built from it.",
+                        self.name, prod.version, prod.spec.get("steps"), configured["steps"])
+        await self._serve(prod, restore=True)
+        self.started = True
+        self._publish_state()
+
+    async def _first_version(self) -> tuple[VersionInfo, bool]:
+        model = build_model(self.settings.model)
+        v, created = await self.registry.ensure_production(
+            self.name, spec=model_spec(self.settings.model.steps), params=model.params(),
+            reason="first start: no production version")
+        if created:
+            log.info("model %r: created version %s in production (none existed)",
+                     self.name, v.version)
+        return v, created
+
+    async def become_learner(self) -> dict[int, int]:
+        """This worker now holds the labels partition: restore the newest snapshot exactly.
+
+        Returns the label offsets to seek to (per partition) so that labels the lost learner
+        consumed after that snapshot are learned again.
+        """
+        await self.start()
+        prod = await self.registry.production(self.name)
+        await self._serve(prod, restore=True)
+        self.learner = True
+        self.engine.learning_enabled = True
+        self.restored = {"version": prod.version, "snapshot": self.engine.snapshot_id,
+                         "learn_count": self.engine.metrics.learned}
+        self._last_checkpoint = time.monotonic()
+        self._publish_state()
+        log.info("model %r v%s: this worker is the learner (snapshot %d, %d learned)",
+                 self.name, prod.version, self.engine.snapshot_id, self.engine.metrics.learned)
+        return dict(self.engine.label_next)
+
+    async def become_scorer(self) -> None:
+        """This worker lost (or never held) the labels partition: checkpoint, stop learning."""
+        if self.learner:
+            await self.checkpoint(force=True)
+        self.learner = False
+        self.engine.learning_enabled = False
+        self.engine.challenger = None  # the learner owns it; scorers shadow from the registry
+        self._publish_state()
+
+    async def stop(self) -> None:
+        if self.learner:
+            await self.checkpoint(force=True)
+        await self.registry.aclose()
+
+    # -- serving ----------------------------------------------------------------------------
+    def _build(self, version: VersionInfo) -> OnlineModel:
+        steps = tuple(StepSettings(**s) for s in version.spec.get("steps", ()))
+        conf = ModelSettings(**{**self.settings.model.model_dump(), "steps": steps})
+        model = build_model(conf)
+        model.version = version.version
+        return model
+
+    async def _load(self, version: VersionInfo) -> tuple[OnlineModel, dict[str, Any] | None,
+                                                         Any]:
+        """The version's newest snapshot that verifies, or a fresh model when it has none."""
+        model = self._build(version)
+        try:
+            state, info = await self.registry.load_snapshot(self.name, version.version)
+        except ModelNotFoundError:
+            return model, None, None
+        except CheckpointError as exc:
+            log.error("model %r v%s: no snapshot verifies (%s); starting it from scratch",
+                      self.name, version.version, exc)
+            return model, None, None
+        model.pipeline = state["pipeline"]
+        return model, state, info
+
+    async def _serve(self, version: VersionInfo, *, restore: bool) -> None:
+        model, state, info = await self._load(version)
+        if info is None:
+            self.engine.install(model, snapshot_id=0, learned=0 if restore else None,
+                                prequential=PrequentialMetrics() if restore else None,
+                                label_next={} if restore else None,
+                                data_hash="" if restore else None)
+            return
+        self.engine.install(
+            model, snapshot_id=info.snapshot_id,
+            learned=info.learn_count if restore else None,
+            prequential=state.get("prequential") if restore else None,
+            label_next={int(k.rpartition(":")[2]): v for k, v in info.label_offsets.items()}
+            if restore else None,
+            data_hash=info.data_hash if restore else None)
+
+    async def refresh(self) -> list[Out]:
+        """Poll the registry: follow promotions (every worker) and new snapshots (scorers).
+
+        Returns the ``models`` records waiting to be sent.
+        """
+        if not self.started:
+            return []
+        out, self.pending = self.pending, []
+        engine = self.engine
+        prod = await self.registry.production(self.name)
+        if prod.version != engine.model.version:
+            log.info("model %r: production is now v%s (was v%s); swapping", self.name,
+                     prod.version, engine.model.version)
+            await self._serve(prod, restore=False)
+            self.swaps += 1
+            if self.learner:
+                engine.challenger = None
+                engine.learns_since_snapshot = 0
+            self._publish_state()
+            return out
+        if self.learner:
+            return out
+        snaps = await self.registry.snapshots(self.name, prod.version)
+        newest = snaps[-1].snapshot_id if snaps else 0
+        if newest > engine.snapshot_id:
+            now = time.monotonic()
+            if self._newer_seen is None or self._newer_seen[0] != newest:
+                self._newer_seen = (newest, now)
+            await self._serve(prod, restore=False)
+            if engine.snapshot_id >= newest:
+                self.max_swap_delay_s = max(self.max_swap_delay_s,
+                                            time.monotonic() - self._newer_seen[1])
+                self.swaps += 1
+        await self._follow_challenger()
+        self._publish_state()
+        return out
+
+    async def _follow_challenger(self) -> None:
+        """Scorers shadow-score the newest staging version that has a snapshot."""
+        staging = [v for v in await self.registry.versions(self.name) if v.stage == "staging"]
+        if not staging:
+            self.engine.challenger = None
+            return
+        version = staging[-1]
+        current = self.engine.challenger
+        snaps = await self.registry.snapshots(self.name, version.version)
+        if not snaps:
+            return
+        if current is None or current.model.version != version.version \
+                or current.snapshot_id < snaps[-1].snapshot_id:
+            model, _, info = await self._load(version)
+            if info is not None:
+                self.engine.challenger = Challenger(model, info.snapshot_id,
+                                                    compare=self.conf.compare_labels)
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def due(self) -> bool:
+        n = self.engine.learns_since_snapshot
+        return n >= self.conf.snapshot_every_learns or (
+            n > 0 and time.monotonic() - self._last_checkpoint >= self.conf.snapshot_interval_s)
+
+    async def maybe_checkpoint(self) -> None:
+        if self.learner and self.due():
+            await self.checkpoint()
+
+    async def checkpoint(self, *, force: bool = False) -> int | None:
+        """Save the learner's model (and its challenger's) as new snapshots; the new id."""
+        engine = self.engine
+        if not self.learner or (engine.learns_since_snapshot == 0 and not force):
+            return None
+        model = engine.model
+        offsets = {f"{self.settings.topic(contract.LABELS)}:{p}": o
+                   for p, o in engine.label_next.items()}
+        learned = engine.metrics.learned
+        engine.learns_since_snapshot = 0
+        self._last_checkpoint = time.monotonic()
+        info = await self.registry.save_snapshot(
+            self.name, model.version,
+            {"pipeline": model.pipeline, "prequential": engine.metrics.prequential},
+            learn_count=learned, label_offsets=offsets, data_hash=engine.data_hash.hexdigest(),
+            metrics=engine.metrics.prequential.snapshot())
+        if engine.model is model:
+            engine.snapshot_id = engine.metrics.snapshot_id = info.snapshot_id
+        challenger = engine.challenger
+        if challenger is not None:
+            c = await self.registry.save_snapshot(
+                self.name, challenger.model.version,
+                {"pipeline": challenger.model.pipeline, "prequential": challenger.prequential},
+                learn_count=challenger.learned, label_offsets=offsets, data_hash="",
+                metrics=challenger.prequential.snapshot())
+            challenger.snapshot_id = c.snapshot_id
+        self._checkpoints += 1
+        if self._checkpoints % _PRUNE_EVERY == 0:
+            await self.registry.prune_snapshots(self.name, model.version, self.conf.keep_snapshots)
+        self._publish_state()
+        return info.snapshot_id
+
+    # -- champion and challenger ------------------------------------------------------------
+    async def on_signals(self, records: list[Record]) -> list[Out]:
+        """Retrain signals (from any worker's drift stage, or by hand): spawn a challenger."""
+        out: list[Out] = []
+        for rec in records:
+            try:
+                signal = orjson.loads(rec.value or b"")
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(signal, dict) or signal.get("model") != self.name:
+                continue
+            signal_id = str(signal.get("signal_id"))
+            if signal_id in self._signals_seen:  # acted on it in process, before Kafka had it
+                continue
+            self._signals_seen.add(signal_id)
+            out += await self.challenge(f"retrain signal {signal_id}: {signal.get('reason')}",
+                                        since_change=signal.get("reason") == "performance_drift")
+        return out
+
+    async def on_outputs(self, outs: list[Out]) -> list[Out]:
+        """Act at once on the retrain signals this (learner) worker's own drift stage raised."""
+        topic = self.settings.topic(contract.RETRAIN_SIGNALS)
+        mine = [Record(t, 0, 0, k, v, 0.0) for t, k, v in outs if t == topic]
+        return await self.on_signals(mine) if mine and self.learner else []
+
+    async def challenge(self, reason: str, *, since_change: bool = False) -> list[Out]:
+        """Create, warm-start and start shadowing a challenger (the learner, one at a time).
+
+        It learns the last ``warm_start_window`` labelled feature vectors first; with
+        ``since_change`` (performance drift) only those after the change ADWIN found.
+        """
+        engine = self.engine
+        if not (self.learner and self.conf.challenger) or engine.challenger is not None:
+            return []
+        champion = engine.model
+        steps = self.conf.challenger_steps or self.settings.model.steps
+        if not self.conf.challenger_steps:
+            prod = await self.registry.get_version(self.name, champion.version)
+            steps = tuple(StepSettings(**s) for s in prod.spec.get("steps", ())) or steps
+        conf = ModelSettings(**{**self.settings.model.model_dump(), "steps": steps})
+        fresh = build_model(conf)
+        version = await self.registry.create_version(
+            self.name, spec=model_spec(steps), params=fresh.params(), parent=champion.version,
+            stage="staging", reason=f"challenger: {reason}")
+        fresh.version = version.version
+        warm = list(engine.recent)
+        performance = engine.drift.performance
+        if since_change and performance is not None:
+            warm = warm[-max(1, int(performance.adwin.width)):]
+        for x, y in warm:
+            fresh.learn_one(x, y)
+        challenger = Challenger(fresh, compare=self.conf.compare_labels)
+        challenger.learned = len(warm)
+        engine.challenger = challenger
+        engine.learns_since_snapshot += 1  # checkpoint soon, so scorers can shadow it too
+        log.info("model %r: challenger v%s (parent v%s) warm-started on %d labelled events",
+                 self.name, version.version, champion.version, len(warm))
+        self._publish_state()
+        return self._records((await self.registry.history(self.name))[-1:])
+
+    async def judge(self) -> list[Out]:
+        """Promote (or report ready) a challenger that beats the champion; archive a loser."""
+        engine = self.engine
+        challenger = engine.challenger
+        if not self.learner or challenger is None:
+            return []
+        acc = challenger.accuracies()
+        if acc is not None and acc[1] >= acc[0] + self.conf.promote_margin:
+            why = (f"challenger won: accuracy {acc[1]:.4f} vs champion {acc[0]:.4f} over the "
+                   f"last {len(challenger.outcomes)} labels")
+            if not self.conf.auto_promote:
+                if self._ready_reported != challenger.model.version:
+                    self._ready_reported = challenger.model.version
+                    log.warning("model %r: v%s is ready for promotion (%s)", self.name,
+                                challenger.model.version, why)
+                    return [self._ready(challenger.model.version, why)]
+                return []
+            return await self._promote(challenger, why)
+        if challenger.compared >= self.conf.challenger_max_labels:
+            change = await self.registry.set_stage(
+                self.name, challenger.model.version, "archived",
+                f"challenger did not beat the champion in {challenger.compared} labels")
+            engine.challenger = None
+            self._publish_state()
+            return self._records([change])
+        return []
+
+    async def _promote(self, challenger: Challenger, why: str) -> list[Out]:
+        engine = self.engine
+        before = len(await self.registry.history(self.name))
+        await self.registry.promote(self.name, challenger.model.version, reason=why)
+        changes = (await self.registry.history(self.name))[before:]
+        engine.challenger = None
+        engine.install(challenger.model, snapshot_id=challenger.snapshot_id,
+                       learned=challenger.learned, prequential=challenger.prequential)
+        engine.learns_since_snapshot = 1  # checkpoint the new champion at once
+        await self.checkpoint()
+        log.warning("model %r: promoted v%s (%s)", self.name, challenger.model.version, why)
+        self.swaps += 1
+        self._publish_state()
+        return self._records(changes)
+
+    # -- records ----------------------------------------------------------------------------
+    def _records(self, changes: list[StageChange]) -> list[Out]:
+        return [(self._t_models, c.model.encode(), contract.model_change(
+            model=c.model, version=c.version, from_stage=c.from_stage, to_stage=c.to_stage,
+            reason=c.reason, at=c.at)) for c in changes]
+
+    def _ready(self, version: str, why: str) -> Out:
+        return (self._t_models, self.name.encode(), contract.model_change(
+            model=self.name, version=version, from_stage="staging", to_stage="staging",
+            reason=f"ready for promotion: {why}", at=utc_now()))
+
+    def _publish_state(self) -> None:
+        engine = self.engine
+        challenger = engine.challenger
+        acc = challenger.accuracies() if challenger is not None else None
+        engine.metrics.lifecycle = {
+            "role": "learner" if self.learner else "scorer",
+            "restored": self.restored,
+            "swaps": self.swaps,
+            "max_swap_delay_s": self.max_swap_delay_s,
+            "challenger": None if challenger is None else {
+                "version": challenger.model.version, "compared": challenger.compared,
+                "accuracy": None if acc is None else acc[1],
+                "champion_accuracy": None if acc is None else acc[0]},
+        }
+
