@@ -46,7 +46,9 @@ def bench_settings(tag: str, role: str, *, config: str | None, no_features: bool
     """
     values: dict[str, Any] = dict(
         topic_prefix=f"bench-{tag}.", app_id=f"bench-{tag}-{role}", web_enabled=False,
-        data_dir=str(data_dir / role), metrics_interval_s=1.0, log_level="warning")
+        data_dir=str(data_dir / role), metrics_interval_s=1.0, log_level="warning",
+        registry_url=f"file://{data_dir / role}/registry",
+        registry_key=os.environ.get("STREAM_REGISTRY_KEY") or "bench-only-key-" + tag)
     if no_features:
         values["features"] = FeatureSettings()
     values.update(overrides)

@@ -7,6 +7,11 @@ replay into no second prediction. Errors are handled per batch and then per even
 agent: an exception escaping a Faust agent would ack and silently skip the message.
 
 Concurrency stays 1 (faust-streaming #606 loses messages above 1); scale by partitions and workers.
+
+The worker that holds the single ``labels`` partition learns; the others score with the
+learner's newest checkpoint (``stream_app.lifecycle``). Roles follow partition assignment:
+gaining the labels partition restores the newest snapshot and seeks the labels to the offsets
+stored with it; losing it checkpoints first.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from stream_app import contract
 from stream_app.errors import ServiceError
 from stream_app.flow import Engine, Out, Record
+from stream_app.kafka_io import ensure_topics, make_consumer
+from stream_app.lifecycle import ModelKeeper, require_key
 from stream_app.settings import Settings
 
 __all__ = ["StreamApp", "create_app"]
@@ -52,6 +59,7 @@ class StreamApp(faust.App):
     """A Faust app that owns an :class:`Engine` and closes it on stop."""
 
     engine: Engine
+    keeper: ModelKeeper | None
     settings: Settings
     fetch_max_wait_ms: int = 500
 
@@ -61,6 +69,12 @@ class StreamApp(faust.App):
         return transport
 
     async def on_stop(self) -> None:
+        keeper = getattr(self, "keeper", None)
+        if keeper is not None:
+            try:
+                await keeper.stop()  # the learner checkpoints on a clean stop
+            except Exception:
+                log.exception("final checkpoint failed")
         await super().on_stop()
         engine = getattr(self, "engine", None)
         if engine is not None:
@@ -96,16 +110,23 @@ def _records(events: Sequence[Any]) -> list[Record]:
 
 
 def create_app(settings: Settings, *, engine: Engine | None = None) -> StreamApp:
-    """Build the Faust app for these settings. Nothing connects until the worker starts."""
+    """Build the Faust app for these settings. Nothing connects until the worker starts.
+
+    Raises ``ConfigError`` without ``STREAM_REGISTRY_KEY`` while the lifecycle is enabled.
+    """
+    if settings.lifecycle.enabled:
+        require_key(settings)
     app = StreamApp(settings.app_id, **_app_options(settings))
     app.settings = settings
     app.engine = engine or Engine(settings)
+    app.keeper = ModelKeeper(settings, app.engine) if settings.lifecycle.enabled else None
+    app.engine.learning_enabled = False  # until this worker is given the labels partition
     app.fetch_max_wait_ms = 20 if settings.embedded else 100
 
     def topic(name: str) -> faust.TopicT:
         return app.topic(settings.topic(name), key_type=bytes, value_type=bytes,
                          key_serializer="raw", value_serializer="raw",
-                         partitions=settings.partitions)
+                         partitions=settings.partitions_of(name))
 
     topics = {name: topic(name) for name in contract.TOPICS}
     app.contract_topics = topics  # type: ignore[attr-defined]
@@ -116,10 +137,32 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> StreamApp
         if futures:
             await asyncio.gather(*futures)
 
-    _register_batch_agent(app, topics[contract.EVENTS], "score_events",
-                          app.engine.process_events, send_all)
-    _register_batch_agent(app, topics[contract.LABELS], "learn_labels",
-                          app.engine.process_labels, send_all)
+    keeper = app.keeper
+    ready_lock = asyncio.Lock()
+
+    async def ready() -> None:
+        async with ready_lock:
+            await app.engine.start()
+            if keeper is not None and not keeper.started:
+                await ensure_topics(settings)
+                await keeper.start()
+
+    async def score(batch: list[Record]) -> list[Out]:
+        outs = await app.engine.process_events(batch)
+        if keeper is not None:
+            outs += await keeper.on_outputs(outs)
+        return outs
+
+    async def learn(batch: list[Record]) -> list[Out]:
+        outs = await app.engine.process_labels(batch)
+        if keeper is not None:
+            outs += await keeper.on_outputs(outs)
+            await keeper.maybe_checkpoint()
+            outs += await keeper.judge()
+        return outs
+
+    _register_batch_agent(app, topics[contract.EVENTS], "score_events", score, send_all, ready)
+    _register_batch_agent(app, topics[contract.LABELS], "learn_labels", learn, send_all, ready)
 
     @app.timer(interval=settings.metrics_interval_s)
     async def publish_metrics() -> None:
@@ -137,10 +180,84 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> StreamApp
             await send_all([summary])
 
     @app.on_partitions_assigned.connect
-    async def check_single_learner(sender: Any, assigned: set[Any], **kw: Any) -> None:
-        _check_single_learner(app, assigned)
+    async def follow_assignment(sender: Any, assigned: set[Any], **kw: Any) -> None:
+        await _take_role(app, assigned)
 
+    @app.on_partitions_revoked.connect
+    async def checkpoint_before_losing_labels(sender: Any, revoked: set[Any], **kw: Any) -> None:
+        labels = settings.topic(contract.LABELS)
+        if keeper is not None and keeper.learner and any(tp.topic == labels for tp in revoked):
+            await _guarded("checkpoint on revoke", keeper.checkpoint(force=True))
+
+    if keeper is not None:
+        _register_lifecycle(app, keeper, send_all)
     return app
+
+
+def _register_lifecycle(app: StreamApp, keeper: ModelKeeper,
+                        send_all: Callable[[list[Out]], Awaitable[None]]) -> None:
+    conf = app.settings.lifecycle
+
+    @app.timer(interval=min(1.0, conf.snapshot_interval_s / 2))
+    async def checkpoint() -> None:
+        if keeper.learner:
+            await _guarded("checkpoint", keeper.maybe_checkpoint())
+
+    @app.timer(interval=min(1.0, conf.staleness_s / 4))
+    async def refresh() -> None:
+        outs = await _guarded("registry refresh", keeper.refresh())
+        if outs:
+            await send_all(outs)
+
+    @app.task
+    async def follow_retrain_signals() -> None:
+        """Every worker reads every retrain signal (no group); only the learner acts on them."""
+        await _follow_signals(app, keeper, send_all)
+
+
+async def _guarded(what: str, step: Awaitable[Any]) -> Any:
+    """A lifecycle step that fails is logged and retried at its next turn, never fatal."""
+    try:
+        return await step
+    except Exception:
+        log.exception("%s failed; will retry", what)
+        return None
+
+
+async def _follow_signals(app: StreamApp, keeper: ModelKeeper,
+                          send_all: Callable[[list[Out]], Awaitable[None]]) -> None:
+    from aiokafka import TopicPartition
+
+    settings = app.settings
+    topic = settings.topic(contract.RETRAIN_SIGNALS)
+    while not app.should_stop:
+        consumer = make_consumer(settings)
+        try:
+            await ensure_topics(settings, [contract.RETRAIN_SIGNALS])
+            await consumer.start()
+            parts = consumer.partitions_for_topic(topic) or set()
+            if not parts:
+                await consumer._client.force_metadata_update()  # noqa: SLF001
+                parts = consumer.partitions_for_topic(topic) or set()
+            tps = [TopicPartition(topic, p) for p in sorted(parts)]
+            consumer.assign(tps)
+            await consumer.seek_to_end(*tps)
+            while not app.should_stop:
+                batches = await consumer.getmany(timeout_ms=500)
+                records = [Record(m.topic, m.partition, m.offset, m.key, m.value,
+                                  (m.timestamp or 0) / 1000.0)
+                           for msgs in batches.values() for m in msgs]
+                if records and keeper.learner:
+                    outs = await _guarded("challenger", keeper.on_signals(records))
+                    if outs:
+                        await send_all(outs)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("reading retrain signals failed; retrying")
+            await asyncio.sleep(1.0)
+        finally:
+            await consumer.stop()
 
 
 def _register_batch_agent(
@@ -149,11 +266,12 @@ def _register_batch_agent(
     name: str,
     process: Callable[[list[Record]], Awaitable[list[Out]]],
     send_all: Callable[[list[Out]], Awaitable[None]],
+    ready: Callable[[], Awaitable[None]],
 ) -> None:
     settings = app.settings
 
     async def agent(stream: faust.StreamT) -> None:
-        await app.engine.start()
+        await _retrying(f"{name}: starting", ready, app)
         consumed = app.engine.metrics.consumed
         async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
             batch = _records(events)
@@ -217,21 +335,28 @@ async def _process_safely(app: StreamApp, process: Callable[[list[Record]], Awai
     return outs
 
 
-def _check_single_learner(app: StreamApp, assigned: set[Any]) -> None:
-    """Learning in several workers would fork the model; stop learning and say so loudly."""
+async def _take_role(app: StreamApp, assigned: set[Any]) -> None:
+    """The holder of the labels partition learns; everyone else scores (see module doc)."""
     settings = app.settings
-    events = settings.topic(contract.EVENTS)
-    mine = {tp.partition for tp in assigned if tp.topic == events}
-    app.engine.metrics.partitions_assigned = len(mine)
-    if settings.allow_multi_worker_learning:
+    events, labels = settings.topic(contract.EVENTS), settings.topic(contract.LABELS)
+    app.engine.metrics.partitions_assigned = sum(tp.topic == events for tp in assigned)
+    mine = sorted((tp for tp in assigned if tp.topic == labels), key=lambda tp: tp.partition)
+    if any(tp.partition != 0 for tp in mine):
+        log.error("%s has more than one partition: several workers may learn and fork the "
+                  "model. Recreate it with one partition.", labels)
+    keeper = app.keeper
+    if keeper is None:
+        app.engine.learning_enabled = bool(mine)
         return
-    if mine and len(mine) < settings.partitions:
+    if mine and not keeper.learner:
+        offsets = await keeper.become_learner()
+        for tp in mine:
+            if tp.partition in offsets:
+                log.info("labels %s[%d]: resuming at offset %d, the restored snapshot's",
+                         tp.topic, tp.partition, offsets[tp.partition])
+                await app.consumer.seek(tp, offsets[tp.partition])
+    elif not mine and keeper.learner:
+        await keeper.become_scorer()
+    elif not mine:
+        await keeper.start()
         app.engine.learning_enabled = False
-        log.error(
-            "this worker holds %d of %d partitions of %s: another worker shares the group. "
-            "Learning is DISABLED here so the model does not fork into divergent copies "
-            "(scoring continues). Run a single worker until the model registry lands, or set "
-            "STREAM_ALLOW_MULTI_WORKER_LEARNING=true to accept divergent models.",
-            len(mine), settings.partitions, events)
-    elif mine:
-        app.engine.learning_enabled = True

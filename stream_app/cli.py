@@ -53,6 +53,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from stream_app.app import create_app
     from stream_app.kafka_io import ensure_topics, wait_for_kafka
+    from stream_app.lifecycle import require_key
+
+    require_key(settings)  # before touching any service: a clear refusal, exit code 2
 
     async def prepare() -> None:
         # Faust does not pick up a source topic created after it subscribed: create them first.

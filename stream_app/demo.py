@@ -8,6 +8,7 @@ summary. Whatever it started, it stops, also on Ctrl-C.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import subprocess
 import tempfile
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from pydantic import SecretStr
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -180,6 +182,10 @@ def run_demo(settings: Settings, *, limit: int | None, rate: float, label_delay_
             pair = stack.enter_context(svc.embedded_pair(tmp))
             updates.update(kafka_url=pair.kafka_url, redis_url=pair.redis_url, embedded=True,
                            data_dir=str(tmp))
+        if settings.registry_key is None:  # the demo's own ephemeral key, never written down
+            updates["registry_key"] = SecretStr(secrets.token_hex(32))
+            reg = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="stream-reg-")))
+            updates["registry_url"] = f"file://{reg}"
         demo_settings = settings.model_copy(update=updates)
         console.print(f"Kafka {demo_settings.kafka_url}  Redis {demo_settings.redis_url}  "
                       f"topics '{demo_settings.topic_prefix}*'")

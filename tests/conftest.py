@@ -55,13 +55,17 @@ def kafka_url(_service_urls: tuple[str, str, bool]) -> str:
     return _service_urls[0]
 
 
+TEST_REGISTRY_KEY = "test-registry-key-0123456789abcdef"
+
+
 def make_settings(kafka_url: str, redis_url: str, embedded: bool, data_dir: Path,
                   **overrides: object) -> Settings:
     tag = uuid.uuid4().hex[:8]
     values: dict[str, object] = dict(
         kafka_url=kafka_url, redis_url=redis_url, embedded=embedded,
         topic_prefix=f"t{tag}.", app_id=f"test-{tag}", web_enabled=False,
-        data_dir=str(data_dir), metrics_interval_s=1.0)
+        data_dir=str(data_dir), metrics_interval_s=1.0,
+        registry_url=f"file://{data_dir}/registry", registry_key=TEST_REGISTRY_KEY)
     values.update(overrides)
     return load_settings(environ={}, **values)
 

@@ -35,6 +35,9 @@ def test_worker_env_is_valid_settings_pointing_at_the_other_services() -> None:
     settings = load_settings(environ={k: str(v) for k, v in env.items()})
     assert settings.kafka_url == "kafka://kafka:9092"
     assert settings.redis_url == "redis://redis:6379/0"
+    # checkpoints shared by every worker host, signed with a key compose demands from the shell
+    assert settings.registry_url.startswith("redis://redis:6379/")
+    assert env["STREAM_REGISTRY_KEY"].startswith("${STREAM_REGISTRY_KEY:?")
     for name in ("kafka", "redis"):
         assert worker["depends_on"][name]["condition"] == "service_healthy"
     assert worker["command"][:2] == ["stream-app", "worker"]

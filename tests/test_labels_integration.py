@@ -11,7 +11,7 @@ import pytest
 
 from stream_app import contract
 from stream_app.kafka_io import ensure_topics
-from tests.conftest import WorkerProcess, make_settings, wait_until
+from tests.conftest import WorkerProcess, make_settings
 from tests.kafka_helpers import collect, event, label, latest_metrics, produce
 
 pytestmark = pytest.mark.integration
@@ -39,25 +39,3 @@ async def test_a_label_after_the_horizon_is_counted_as_expired(_service_urls,
     assert scored["events"]["predicted"] == 2
     assert snap["labels"]["expired"] == 1 and snap["labels"]["learned"] == 1
     assert snap["labels"]["joined"] == 1  # fresh-1, directly or after waiting for its event
-
-
-async def test_a_second_worker_in_the_group_stops_learning_on_both(_service_urls,
-                                                                   tmp_path: Path) -> None:
-    kafka, redis, embedded = _service_urls
-    settings = make_settings(kafka, redis, embedded, tmp_path)
-    await ensure_topics(settings)
-    first = WorkerProcess(settings, tmp_path / "w1.log")
-    second = None
-    try:
-        alone = await latest_metrics(
-            settings, until=lambda m: m["partitions_assigned"] == settings.partitions)
-        assert alone["learning_enabled"] is True
-        second = WorkerProcess(settings, tmp_path / "w2.log")
-        shared = "Learning is DISABLED"
-        assert await asyncio.to_thread(
-            wait_until, lambda: shared in first.log() and shared in second.log(), 90), (
-            first.log()[-2000:] + second.log()[-2000:])
-    finally:
-        if second is not None:
-            second.stop()
-        first.stop()
