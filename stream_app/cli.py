@@ -155,7 +155,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _setup_logging("warning")
     extra = [a for a in (args.name, args.version) if a]
-    needed = {"show": 1, "promote": 2, "rollback": 1}.get(args.action, 0)
+    needed = {"show": 1, "promote": 2, "rollback": 1, "challenge": 1}.get(args.action, 0)
     if len(extra) < needed:
         raise ConfigError(f"models {args.action} needs {'NAME VERSION' if needed == 2 else 'NAME'}")
     result = _run(registry_call(settings, args.action, *extra))
@@ -241,8 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     sg.set_defaults(func=cmd_signal)
 
     m = command("models", "the model registry: list, show NAME[@VERSION], promote NAME VERSION, "
-                          "rollback NAME, verify")
-    m.add_argument("action", choices=["list", "show", "promote", "rollback", "verify"])
+                          "rollback NAME, verify, challenge NAME (a manual retrain signal: the "
+                          "learner starts a challenger)")
+    m.add_argument("action", choices=["list", "show", "promote", "rollback", "verify",
+                                      "challenge"])
     m.add_argument("name", nargs="?", help="model name (show: NAME or NAME@VERSION)")
     m.add_argument("version", nargs="?")
     m.set_defaults(func=cmd_models)

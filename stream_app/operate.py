@@ -6,6 +6,7 @@ subject's last check, and the episode records say since when each subject in dri
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from datetime import UTC, datetime
@@ -13,10 +14,11 @@ from typing import Any
 
 import orjson
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 from rich.table import Table
 
 from stream_app import contract
-from stream_app.errors import ConfigError
+from stream_app.errors import ConfigError, ServiceError
 from stream_app.kafka_io import ensure_topics, make_consumer, make_producer
 from stream_app.settings import Settings
 
@@ -100,6 +102,27 @@ async def send_retrain_signal(settings: Settings, model: str, reason: str) -> di
 
 
 # -- model registry ------------------------------------------------------------------------------
+async def publish_model_changes(settings: Settings, changes: list[Any]) -> None:
+    """Put stage changes made here on the ``models`` topic; a warning (not a failure) when
+    Kafka is unreachable: the registry holds the change, and workers follow the registry."""
+    if not changes:
+        return
+    try:
+        await ensure_topics(settings, [contract.MODELS])
+        producer = make_producer(settings)
+        await producer.start()
+        try:
+            for c in changes:
+                await producer.send_and_wait(settings.topic(contract.MODELS), contract.model_change(
+                    model=c.model, version=c.version, from_stage=c.from_stage,
+                    to_stage=c.to_stage, reason=c.reason, at=c.at), key=c.model.encode())
+        finally:
+            await producer.stop()
+    except (ServiceError, KafkaError, OSError) as exc:
+        print(f"warning: stage change saved in the registry but not published to "
+              f"{settings.topic(contract.MODELS)}: {exc}", file=sys.stderr)
+
+
 def _registry(settings: Settings) -> Any:
     from models.registry import open_registry
 
@@ -121,10 +144,14 @@ async def registry_call(settings: Settings, action: str, *args: str) -> Any:
                     "snapshots": {v.version: [s.to_dict() for s in await reg.snapshots(
                         name, v.version)] for v in versions},
                     "history": [h.to_dict() for h in await reg.history(name)]}
-        if action == "promote":
-            return (await reg.promote(args[0], args[1], reason="manual")).to_dict()
-        if action == "rollback":
-            return (await reg.rollback(args[0])).to_dict()
+        if action in ("promote", "rollback"):
+            before = len(await reg.history(args[0]))
+            change = await (reg.promote(args[0], args[1], reason="manual") if action == "promote"
+                            else reg.rollback(args[0]))
+            await publish_model_changes(settings, (await reg.history(args[0]))[before:])
+            return change.to_dict()
+        if action == "challenge":
+            return await send_retrain_signal(settings, args[0], "manual")
         if action == "verify":
             return [r.to_dict() for r in await reg.verify()]
         raise ConfigError(f"unknown models action {action!r}")

@@ -1,4 +1,5 @@
-"""``stream-app models``: list, show, promote, rollback, verify over a real file registry."""
+"""``stream-app models``: list, show, promote, rollback, verify, challenge over a real file
+registry; stage changes and challenges also reach Kafka."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import orjson
 from river import linear_model, preprocessing
 
 from models.registry import open_registry
+from stream_app import contract
+from stream_app.settings import Settings
+from tests.kafka_helpers import collect, values
 
 KEY = "0123456789abcdef-test-key"
 
@@ -25,9 +29,13 @@ async def _two_versions(root: Path) -> None:
     await reg.aclose()
 
 
-def models(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def models(root: Path, *args: str, kafka: Settings | None = None
+           ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_")}
     env |= {"STREAM_REGISTRY_URL": f"file://{root}", "STREAM_REGISTRY_KEY": KEY}
+    if kafka is not None:
+        env |= {"STREAM_KAFKA_URL": kafka.kafka_url, "STREAM_TOPIC_PREFIX": kafka.topic_prefix,
+                "STREAM_EMBEDDED": str(kafka.embedded).lower()}
     return subprocess.run([sys.executable, "-m", "stream_app", "models", *args], env=env,
                           capture_output=True, text=True, timeout=60)
 
@@ -65,3 +73,21 @@ async def test_verify_fails_on_a_tampered_checkpoint(tmp_path: Path) -> None:
 def test_missing_arguments_are_a_clear_error(tmp_path: Path) -> None:
     out = models(tmp_path, "promote", "fraud")
     assert out.returncode == 2 and "models promote needs NAME VERSION" in out.stderr
+
+
+async def test_stage_changes_go_to_the_models_topic_and_challenge_signals_the_learner(
+        tmp_path: Path, kafka_settings: Settings) -> None:
+    await _two_versions(tmp_path)
+    for args in (("promote", "fraud", "1"), ("promote", "fraud", "2"), ("rollback", "fraud")):
+        out = models(tmp_path, *args, kafka=kafka_settings)
+        assert out.returncode == 0 and "warning" not in out.stderr, out.stderr
+    recs = await collect(kafka_settings, contract.MODELS, until=lambda rs: len(rs) >= 5)
+    assert [(r["version"], r["from_stage"], r["to_stage"]) for r in values(recs)] == [
+        ("1", "development", "production"), ("1", "production", "archived"),
+        ("2", "development", "production"), ("2", "production", "archived"),
+        ("1", "archived", "production")]
+    out = models(tmp_path, "challenge", "fraud", kafka=kafka_settings)
+    assert out.returncode == 0, out.stderr
+    (signal,) = values(await collect(kafka_settings, contract.RETRAIN_SIGNALS,
+                                     until=lambda rs: len(rs) >= 1))
+    assert (signal["model"], signal["reason"]) == ("fraud", "manual")
