@@ -13,6 +13,14 @@ Subtract from the full pipeline's time per event to see what Faust costs:
 
     python bench/engine_cost.py                           # 100k events, bench/fraud-bench.toml
     python bench/engine_cost.py --no-features --cprofile 25
+    python bench/engine_cost.py --drift-features 20       # drift's share, 20 monitored features
+
+``--drift-features N`` replays events with ``N`` numeric features (``f0..``) and monitors all of
+them (``drift.features``; the ``channel`` category and the score are monitored too, as by
+default). It times the drift stage where the engine calls it (``DriftStage.observe`` per event,
+``observe_label`` per label, checks included) and prints it per event; ``--drift off`` runs the
+same with ``drift.enabled = false`` and ``drift.performance = false``, to compare whole-engine
+figures (an A/B of two runs is noisier than the direct timing).
 """
 
 from __future__ import annotations
@@ -31,11 +39,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchlib import DEFAULT_CONFIG, make_dataset, new_tag  # noqa: E402
+import orjson  # noqa: E402
+from benchlib import DEFAULT_CONFIG, Dataset, make_dataset, new_tag  # noqa: E402
 
 from features.store import encode_state  # noqa: E402
+from stream_app.datasets import synthetic  # noqa: E402
 from stream_app.flow import Engine, Record  # noqa: E402
-from stream_app.settings import FeatureSettings, load_settings  # noqa: E402
+from stream_app.monitoring import DriftStage  # noqa: E402
+from stream_app.settings import DriftSettings, FeatureSettings, load_settings  # noqa: E402
 
 
 def records(topic: str, pairs: list[tuple[bytes, bytes]], partitions: int) -> list[Record]:
@@ -56,11 +67,19 @@ async def run(args: argparse.Namespace) -> None:
         overrides["feature_store_url"] = args.store_url
     if args.no_features:
         overrides["features"] = FeatureSettings()
+    if args.drift_features:
+        names = tuple(f"f{j}" for j in range(args.drift_features))
+        overrides["drift"] = DriftSettings(features=names) if args.drift == "on" else \
+            DriftSettings(enabled=False, performance=False)
     settings = load_settings(args.config, **overrides)
-    ds = make_dataset(args.events, seed=args.seed, entities=args.entities,
-                      spacing_s=args.spacing_ms / 1000.0, zipf=args.zipf)
+    if args.drift_features:
+        ds = wide_dataset(args)
+    else:
+        ds = make_dataset(args.events, seed=args.seed, entities=args.entities,
+                          spacing_s=args.spacing_ms / 1000.0, zipf=args.zipf)
     evs = records(settings.topic("events"), ds.events, settings.partitions)
     labs = records(settings.topic("labels"), ds.labels, settings.partitions)
+    drift_s = time_drift_stage()
     engine = Engine(settings)
     await engine.start()
     gc.collect()
@@ -122,6 +141,12 @@ async def run(args: argparse.Namespace) -> None:
     print(f"cyclic GC: {len(pauses)} collections, {1e3 * total_gc:.0f} ms in total "
           f"({100 * total_gc / (t_events + t_labels):.1f}% of engine time), longest "
           f"{1e3 * worst[0]:.1f} ms (gen {worst[1]})")
+    if args.drift_features:
+        monitor = engine.drift.monitor
+        subjects = len(monitor.subjects) if monitor is not None else 0
+        print(f"drift stage    : {1e6 * drift_s[0] / n:8.2f} us/event (observe + observe_label, "
+              f"{subjects} subjects, {monitor.n_checks if monitor else 0} checks; "
+              f"drift {args.drift})")
     for entity, state in zip(top, states, strict=True):
         if state:
             blob = encode_state(state)
@@ -135,6 +160,40 @@ async def run(args: argparse.Namespace) -> None:
         out = io.StringIO()
         pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(args.cprofile)
         print(out.getvalue())
+
+
+def wide_dataset(args: argparse.Namespace) -> Dataset:
+    """``make_dataset`` with ``--drift-features`` numeric features per event."""
+    start = time.time()
+    ids, events, labels = [], [], []
+    for item in synthetic(args.seed, args.events, n_features=args.drift_features,
+                          n_entities=args.entities, zipf_s=args.zipf, start=start,
+                          step_s=args.spacing_ms / 1000.0):
+        ev = item.event
+        ids.append(ev["event_id"])
+        events.append((ev["entity_id"].encode(), orjson.dumps(ev)))
+        labels.append((ev["event_id"].encode(), orjson.dumps(
+            {"event_id": ev["event_id"], "label": item.label, "timestamp": ev["timestamp"]})))
+    return Dataset(ids, events, labels)
+
+
+def time_drift_stage() -> list[float]:
+    """Time ``DriftStage.observe`` / ``observe_label`` (on the class: the engine builds a new
+    stage when its model version changes); the returned cell accumulates seconds."""
+    cell = [0.0]
+
+    def timed(method):  # type: ignore[no-untyped-def]
+        def wrapper(self, *a, **kw):  # type: ignore[no-untyped-def]
+            t = time.perf_counter()
+            try:
+                return method(self, *a, **kw)
+            finally:
+                cell[0] += time.perf_counter() - t
+        return wrapper
+
+    DriftStage.observe = timed(DriftStage.observe)  # type: ignore[method-assign]
+    DriftStage.observe_label = timed(DriftStage.observe_label)  # type: ignore[method-assign]
+    return cell
 
 
 async def redis_cpu(engine: Engine) -> float | None:
@@ -170,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--zipf", type=float, default=1.1, help="entity skew (0 = uniform)")
     p.add_argument("--spacing-ms", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--drift-features", type=int, default=0, metavar="N",
+                   help="events with N numeric features, all monitored for drift")
+    p.add_argument("--drift", choices=["on", "off"], default="on",
+                   help="with --drift-features: drift monitoring on (timed) or off")
     p.add_argument("--cprofile", type=int, default=0, metavar="N", help="print the top N")
     args = p.parse_args(argv)
     try:

@@ -59,7 +59,7 @@ class DriftStage:
         self._open: dict[str, str] = {}  # subject -> drift_id of its open episode
         self._last_signal = -float("inf")
         self.signals_suppressed = 0
-        self._numeric: set[str] = set()
+        self._derived = False  # some numeric subjects are model inputs, not event features
 
     # -- inputs -------------------------------------------------------------------------------
     def observe(self, x: Mapping[str, float], features: Mapping[str, Any], *,
@@ -70,7 +70,7 @@ class DriftStage:
             return []
         if self.monitor is None:
             self.monitor = self._build(x, features)
-        values = {**features, **x} if self._numeric - features.keys() else features
+        values = {**features, **x} if self._derived else features
         events = self.monitor.update(values, score=score, timestamp=timestamp)
         return self._episodes(events) if events else []
 
@@ -109,7 +109,8 @@ class DriftStage:
             k for k, v in features.items() if type(v) in (int, float)][:conf.max_subjects]
         categorical = list(conf.categorical) or [
             k for k, v in features.items() if type(v) is str][:conf.max_subjects - len(numeric)]
-        self._numeric = set(numeric)
+        # decided once: an event feature missing from one event is missing from its x too
+        self._derived = bool(set(numeric) - features.keys())
         return DriftMonitor(
             numeric=numeric, categorical=categorical,
             prediction=_PREDICTION if conf.prediction else None, window=conf.window,

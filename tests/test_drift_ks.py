@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import time
 import warnings
 
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from models.drift.ks import ks_pvalue_equal, ks_test, ks_test_sorted
+from models.drift.ks import ks_equal_from_counts, ks_pvalue_equal, ks_test, ks_test_sorted
 from models.drift.subjects import KSWindow
 from models.drift.windows import TwoWindows
 
@@ -69,6 +70,18 @@ def test_parity_at_window_size_1000(seed: int, shift: float, rounded: bool) -> N
     if rounded:  # ties across the samples
         a, b = a.round(1), b.round(1)
     assert_parity(a, b)
+
+
+@settings(deadline=None)
+@given(equal_pairs(small_ints | finite), st.randoms(use_true_random=False))
+def test_counts_in_any_order_give_the_same_test(pair: tuple[list[float], list[float]],
+                                                rnd: random.Random) -> None:
+    ref, cur = np.sort(np.array(pair[0])), np.array(pair[1])
+    order = list(range(len(cur)))
+    rnd.shuffle(order)
+    cur = cur[order]
+    left, right = np.searchsorted(ref, cur, "left"), np.searchsorted(ref, cur, "right")
+    assert ks_equal_from_counts(left, right) == ks_test(ref, cur)
 
 
 @pytest.mark.parametrize(("n1", "n2"), [(10_001, 10_001), (12_000, 30)])
@@ -136,6 +149,21 @@ def test_window_checks_match_scipy_on_the_same_windows(policy: str) -> None:
             ref, cur = reference_windows(valid, 50, policy)
             assert result == pytest.approx(scipy_ks(ref, cur), rel=1e-12)
     assert checks == len(valid) // 10 - 9
+
+
+@pytest.mark.parametrize("check_every", [7, 13, 60])
+def test_fixed_window_counts_wrap_around_the_ring(check_every: int) -> None:
+    """Checks that do not divide the window (and batches longer than it) stay exact."""
+    stream = np.random.default_rng(5).normal(size=900).round(1)
+    w = KSWindow(size=50, check_every=check_every)
+    for start in range(0, 900, check_every):
+        w.extend(stream[start:start + check_every])
+        result = w.test()
+        seen = stream[:start + check_every]
+        if len(seen) >= 100:
+            assert result == pytest.approx(scipy_ks(seen[:50], seen[-50:]), rel=1e-12)
+    w.extend(stream[:120])  # more than the window in one batch
+    assert w.test() == pytest.approx(scipy_ks(stream[:50], stream[70:120]), rel=1e-12)
 
 
 @pytest.mark.parametrize("policy", ["fixed", "sliding"])

@@ -39,7 +39,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
-__all__ = ["KSResult", "ks_from_counts", "ks_pvalue_equal", "ks_test", "ks_test_sorted"]
+__all__ = ["KSResult", "ks_equal_from_counts", "ks_from_counts", "ks_pvalue_equal", "ks_test",
+           "ks_test_sorted"]
 
 MAX_EXACT_N = 10_000  # scipy's 'auto': exact when both sizes are at most this
 _NEAR_ONE = 1.0 - 1e-6  # above this, ask scipy (see the module docstring)
@@ -105,10 +106,39 @@ def ks_from_counts(ref: FloatArray, cur: FloatArray, left: IntArray, right: IntA
         return KSResult(d, 1.0)
     if n1 != n2:
         return KSResult(d, _scipy_pvalue(ref, cur))
-    p = ks_pvalue_equal(n1, h)
+    return KSResult(d, _pvalue_equal(n1, h))
+
+
+def ks_equal_from_counts(left: IntArray, right: IntArray) -> KSResult:
+    """The KS test of two samples of one size ``n`` (at most ``MAX_EXACT_N``) from counts.
+
+    ``left[i]`` and ``right[i]`` count the ``n`` reference values ``<`` and ``<=`` the ``i``-th
+    current value, the current values in any order: counts are monotone in the value, so
+    sorting the counts sorts the current window (``ks_from_counts`` on sorted counts, without
+    the samples: equal sizes never defer to scipy with the samples themselves).
+
+    >>> ref, cur = np.array([0.1, 0.4, 0.4, 0.9]), np.array([2.0, 0.4, 1.5, 1.2])
+    >>> left, right = np.searchsorted(ref, cur, "left"), np.searchsorted(ref, cur, "right")
+    >>> ks_equal_from_counts(left, right) == ks_test(ref, cur)
+    True
+    """
+    n = len(right)
+    if n > MAX_EXACT_N or len(left) != n:
+        raise ValueError("counts must have one length n <= MAX_EXACT_N")
+    gap = np.sort(right) - _positions(n)  # n * (F_ref - F_cur) at each current value
+    low = int(gap.min())
+    high = int(gap.max()) if left is right else int((np.sort(left) - _positions(n)).max())
+    h = max(high, 1 - low, 0)
+    return KSResult(h / n, _pvalue_equal(n, h)) if h else KSResult(0.0, 1.0)
+
+
+@lru_cache(maxsize=4096)
+def _pvalue_equal(n: int, h: int) -> float:
+    """scipy's exact p-value for sizes ``n, n`` and statistic ``h / n`` (``h >= 1``)."""
+    p = ks_pvalue_equal(n, h)
     if p > _NEAR_ONE:  # scipy's own sum may round above 1 here and fall back to asymptotics
-        return KSResult(d, _scipy_pvalue_equal(n1, h))
-    return KSResult(d, max(p, 0.0))
+        return _scipy_pvalue_equal(n, h)
+    return max(p, 0.0)
 
 
 def ks_pvalue_equal(n: int, h: int) -> float:

@@ -51,6 +51,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from operator import itemgetter
 from typing import Any, Literal
 
@@ -227,8 +228,13 @@ class DriftMonitor:
         times = _float_matrix(self._times, 1)[:, 0]  # None -> nan
         if self._num_windows:
             matrix = _float_matrix(self._num_rows, len(self._num_windows))
-            for j, w in enumerate(self._num_windows):
-                w.extend(matrix[:, j], times)
+            finite = bool(np.isfinite(matrix).all())  # the usual case: no per-column checks
+            columns = np.ascontiguousarray(matrix.T)
+            for w, column in zip(self._num_windows, columns, strict=True):
+                if finite:
+                    w.windows.extend(column, times)
+                else:
+                    w.extend(column, times)
         for j, c in enumerate(self._cat_windows):
             column = self._cat_rows if len(self._cat_windows) == 1 else [r[j] for r in self._cat_rows]
             c.extend(column, times)
@@ -258,7 +264,8 @@ class _RowGetter:
 def _float_matrix(rows: list[Any], width: int) -> npt.NDArray[np.float64]:
     """A ``(len(rows), width)`` float array; None or unconvertible values become NaN."""
     try:
-        return np.array(rows, dtype=np.float64).reshape(len(rows), width)
+        flat = rows if width == 1 else chain.from_iterable(rows)
+        return np.fromiter(flat, np.float64, len(rows) * width).reshape(len(rows), width)
     except (TypeError, ValueError):
         if width == 1:
             rows = [(v,) for v in rows]

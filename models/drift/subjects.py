@@ -32,7 +32,13 @@ import numpy as np
 import numpy.typing as npt
 
 from models.drift.chi2 import Chi2Result, chi2_test
-from models.drift.ks import KSResult, ks_from_counts, ks_test_sorted
+from models.drift.ks import (
+    MAX_EXACT_N,
+    KSResult,
+    ks_equal_from_counts,
+    ks_from_counts,
+    ks_test_sorted,
+)
 from models.drift.windows import Policy, TwoWindows
 
 __all__ = ["OTHER", "ChiSquareWindow", "KSWindow"]
@@ -44,10 +50,10 @@ class KSWindow:
     """Two-sample KS between a reference and a current window of one numeric stream.
 
     With a fixed reference the counts of reference values below each current value are kept
-    per value (a ring aligned with the current window), so a check only searches the values
-    that arrived since the last one and sorts the counts: counts are monotone in the value, so
-    sorted counts are the counts of the sorted window. A sliding reference changes at every
-    check, so it is re-sorted and the sorted current window searched in full.
+    per value (a ring aligned with the current window, slot = stream position modulo ``size``),
+    so a check only searches the values that arrived since the last one and sorts the counts
+    (``ks_equal_from_counts``). A sliding reference changes at every check, so it is re-sorted
+    and the sorted current window searched in full.
     """
 
     def __init__(self, size: int = 1000, check_every: int = 250,
@@ -60,7 +66,7 @@ class KSWindow:
         self._sorted_version = -1
         self._left = np.zeros(size if reference == "fixed" else 0, dtype=np.intp)
         self._right = np.zeros_like(self._left)
-        self._tied = np.zeros(len(self._left), dtype=bool)
+        self._tied = np.zeros(len(self._left), dtype=bool)  # left and right differ
         self._counted = 0  # stream position up to which _left/_right are filled
 
     def update(self, x: float | None, timestamp: float | None = None) -> KSResult | None:
@@ -88,16 +94,33 @@ class KSWindow:
         w = self.windows
         if not w.ready:
             return None
+        counts = self.counts()
+        if counts is not None:
+            return ks_equal_from_counts(*counts)
+        if w.policy == "sliding":
+            return ks_test_sorted(self._sorted_reference(), np.sort(w.current()))
+        self._count_new()  # a fixed reference too large for the exact p-value
+        right = np.sort(self._right)
+        left = np.sort(self._left) if self._tied.any() else right
+        return ks_from_counts(self._sorted_ref, w.current(), left, right)
+
+    def counts(self) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]] | None:
+        """Reference counts ``<`` and ``<=`` each current value (ring order; views), for a
+        ready fixed-reference window of at most ``MAX_EXACT_N`` values, else None."""
+        w = self.windows
+        if w.policy != "fixed" or not w.ready or w.size > MAX_EXACT_N:
+            return None
+        self._sorted_reference()
+        self._count_new()
+        return (self._left if self._tied.any() else self._right), self._right
+
+    def _sorted_reference(self) -> npt.NDArray[np.float64]:
+        w = self.windows
         if self._sorted_version != w.version:
             self._sorted_ref = np.sort(w.reference())
             self._sorted_version = w.version
             self._counted = w.pushed - w.size  # recount the whole current window
-        if w.policy == "sliding":
-            return ks_test_sorted(self._sorted_ref, np.sort(w.current()))
-        self._count_new()
-        right = np.sort(self._right)
-        left = np.sort(self._left) if self._tied.any() else right
-        return ks_from_counts(self._sorted_ref, w.current(), left, right)
+        return self._sorted_ref
 
     def _count_new(self) -> None:
         """Reference counts for the current values that arrived since the last test."""
@@ -106,14 +129,23 @@ class KSWindow:
         if new == 0:
             return
         fresh = w.current()[w.size - new:]
-        order = np.argsort(fresh)  # sorted keys make the search cheaper
+        order = np.argsort(fresh)  # sorted keys halve the search time
         values = fresh[order]
-        slots = (np.arange(w.pushed - new, w.pushed) % w.size)[order]  # ring slot = position % N
-        right = np.searchsorted(ref, values, side="right")
-        tied = ref.take(right - 1, mode="wrap") == values
-        self._right[slots] = right
-        self._left[slots] = np.searchsorted(ref, values, side="left") if tied.any() else right
-        self._tied[slots] = tied
+        right = np.empty(new, dtype=np.intp)  # back in arrival order
+        right[order] = found = np.searchsorted(ref, values, side="right")
+        tied = np.empty(new, dtype=bool)
+        tied[order] = ref.take(found - 1, mode="wrap") == values  # a reference value equals it
+        if tied.any():
+            left = np.empty(new, dtype=np.intp)
+            left[order] = np.searchsorted(ref, values, side="left")
+        else:
+            left = right
+        start = (w.pushed - new) % w.size  # ring slot of the oldest fresh value
+        head = min(new, w.size - start)
+        for ring, got in ((self._right, right), (self._left, left), (self._tied, tied)):
+            ring[start:start + head] = got[:head]
+            if head < new:  # wrapped around the end of the ring
+                ring[:new - head] = got[head:]
         self._counted = w.pushed
 
     def reset(self) -> None:
