@@ -8,6 +8,9 @@ with a cooldown so that a storm of drift yields one signal. No I/O: the agent se
 
 Scope: each worker monitors the events of the partitions it holds. Events are keyed by entity,
 so a worker's windows see a hash-partitioned share of the entities: a random sample of them.
+Every record says whose windows it describes: ``"scope": {"worker": "host:pid", "partitions":
+[...]}``, the worker as in its ``metrics`` snapshots, and the events partitions it held
+(``assign_partitions``; None until the worker has been told).
 
 >>> from stream_app.settings import load_settings
 >>> s = load_settings(environ={}, drift={"window": 50, "check_every": 25})
@@ -22,13 +25,19 @@ so a worker's windows see a hash-partitioned share of the entities: a random sam
 [('drift', 'v', True)]
 >>> [orjson.loads(v)["reason"] for t, _, v in outs if t == "retrain-signals"]
 ['feature_drift']
+>>> stage.assign_partitions({2, 0})
+>>> _, _, summary = stage.summary()
+>>> orjson.loads(summary)["scope"]["partitions"]
+[0, 2]
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -46,7 +55,8 @@ _PREDICTION = "__score__"
 
 
 class DriftStage:
-    def __init__(self, settings: Settings, *, model: str, model_version: str) -> None:
+    def __init__(self, settings: Settings, *, model: str, model_version: str,
+                 partitions: Iterable[int] | None = None) -> None:
         self.settings = settings
         self.conf = settings.drift
         self.model = model
@@ -60,6 +70,10 @@ class DriftStage:
         self._last_signal = -float("inf")
         self.signals_suppressed = 0
         self._derived = False  # some numeric subjects are model inputs, not event features
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"  # as EngineMetrics.worker
+        self.partitions: list[int] | None = None
+        if partitions is not None:
+            self.assign_partitions(partitions)
 
     # -- inputs -------------------------------------------------------------------------------
     def observe(self, x: Mapping[str, float], features: Mapping[str, Any], *,
@@ -79,6 +93,14 @@ class DriftStage:
             return []
         change = self.performance.update(y, score)
         return self._performance(change) if change is not None else []
+
+    def assign_partitions(self, partitions: Iterable[int]) -> None:
+        """The events partitions this worker now holds (named in every record's ``scope``)."""
+        self.partitions = sorted(partitions)
+
+    @property
+    def scope(self) -> dict[str, Any]:
+        return {"worker": self.worker, "partitions": self.partitions}
 
     def reset(self) -> None:
         """Re-learn every reference window (after a model promotion, say)."""
@@ -100,7 +122,7 @@ class DriftStage:
         record = {"record": "summary", "model": self.model, "model_version": self.model_version,
                   "alpha": self.conf.alpha, "correction": self.conf.correction,
                   "subjects": subjects, "signals_suppressed": self.signals_suppressed,
-                  "detected_at": time.time()}
+                  "scope": self.scope, "detected_at": time.time()}
         return (self._t_drift, b"summary", orjson.dumps(record))
 
     def _build(self, x: Mapping[str, float], features: Mapping[str, Any]) -> DriftMonitor:
@@ -146,6 +168,7 @@ class DriftStage:
                         "last_timestamp": s.current_last_ts},
             "model": self.model, "model_version": self.model_version,
             "detected_at": time.time(), "check": e.check, "index": e.index,
+            "scope": self.scope,
         }
 
     def _performance(self, c: PerformanceChange) -> list[Out]:
@@ -161,6 +184,7 @@ class DriftStage:
                         "first_timestamp": None, "last_timestamp": None},
             "model": self.model, "model_version": self.model_version,
             "detected_at": time.time(), "loss": c.loss, "index": c.index,
+            "scope": self.scope,
         }
         out: list[Out] = [(self._t_drift, b"prequential_loss", orjson.dumps(record))]
         if record["drift"] and self.settings.drift.retrain.on_performance_drift:

@@ -97,3 +97,60 @@ async def test_concept_drift_raises_performance_drift_and_a_signal(_service_urls
     reasons = [s["reason"] for s in values(signals)]
     assert reasons == ["performance_drift"]
     assert snap["labels"]["joined"] == 3000
+
+
+def _per_worker(records: list) -> dict[str, dict]:
+    """The newest record of each worker (``metrics`` snapshots, drift summaries)."""
+    latest: dict[str, dict] = {}
+    for v in values(records):
+        worker = v["worker"] if "worker" in v else v["scope"]["worker"]
+        latest[worker] = v
+    return latest
+
+
+async def test_two_workers_each_test_the_partitions_they_hold(_service_urls,
+                                                              tmp_path: Path) -> None:
+    """Per-worker scope: entities on partition 0 shift, those on partition 1 do not. Only the
+    worker holding partition 0 opens an episode, on f2 alone; the other one tests its own full
+    windows and finds nothing. Every record names its worker."""
+    kafka, redis, embedded = _service_urls
+    drift = {"window": 200, "check_every": 50, "prediction": False, "summary_interval_s": 0.5,
+             "retrain": {"min_feature_subjects": 0}}  # no signal, no challenger
+    settings = make_settings(kafka, redis, embedded, tmp_path, partitions=2, drift=drift,
+                             metrics_interval_s=0.5)
+    await ensure_topics(settings)
+    workers = [WorkerProcess(settings, tmp_path / f"w{k}.log") for k in (1, 2)]
+    rng = np.random.default_rng(5)
+    try:
+        await collect(settings, contract.METRICS, timeout_s=90, until=lambda rs: len(
+            [m for m in _per_worker(rs).values() if m["partitions_assigned"] == 1]) == 2)
+        for start in range(0, 1600, 200):  # f2 moves by 1 sigma from event 800, partition 0 only
+            for partition in (0, 1):
+                chunk = []
+                for i in range(start, start + 200):
+                    x = {f: float(rng.normal()) for f in FEATURES}
+                    if partition == 0 and i >= 800:
+                        x["f2"] += 1.0
+                    chunk.append((b"e", event(f"p{partition}-{i}", f"u{partition}-{i % 7}", **x)))
+                await produce(settings, contract.EVENTS, chunk, partition=partition)
+        metrics = await collect(settings, contract.METRICS, timeout_s=90, until=lambda rs: len(
+            [m for m in _per_worker(rs).values() if m["events"]["predicted"] >= 1600]) == 2)
+        await asyncio.sleep(1.5)  # three summary intervals after the last check
+        drift = await collect(settings, contract.DRIFT, timeout_s=3, until=lambda rs: False)
+    finally:
+        codes = [w.stop() for w in workers]
+        assert codes == [0, 0], [w.log()[-3000:] for w in workers]
+    names = set(_per_worker(metrics))
+    assert len(names) == 2
+    episodes = [d for d in values(drift) if d.get("record") == "episode"]
+    assert [(d["subject"], d["drift"]) for d in episodes] == [("f2", True)]
+    shifted = episodes[0]["scope"]["worker"]
+    assert shifted in names
+    assert episodes[0]["scope"]["partitions"] in (None, [0])  # None until app.py assigns them
+    summaries = _per_worker([r for r in drift if orjson.loads(r.value).get("record") == "summary"])
+    assert set(summaries) == names
+    for worker, summary in summaries.items():
+        state = {s["subject"]: s["drift"] for s in summary["subjects"]}
+        assert state == {f: f == "f2" and worker == shifted for f in FEATURES}
+        assert {(s["reference_size"], s["current_size"]) for s in summary["subjects"]} == {
+            (200, 200)}
