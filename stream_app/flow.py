@@ -142,7 +142,8 @@ class Engine:
         if data_hash is not None:
             self.data_hash = DataHash(data_hash or None)
         if changed_version:  # a new champion: drift references start again from its inputs
-            self.drift = DriftStage(self.settings, model=model.name, model_version=model.version)
+            self.drift = DriftStage(self.settings, model=model.name, model_version=model.version,
+                                    partitions=self.drift.partitions)
 
     @property
     def learning_enabled(self) -> bool:
