@@ -101,6 +101,12 @@ def _app_options(settings: Settings) -> dict[str, Any]:
         # tansu: a group join takes about half the session timeout; keep both small.
         opts.update(broker_session_timeout=6.0, broker_heartbeat_interval=1.0,
                     broker_rebalance_timeout=6.0, broker_request_timeout=20.0)
+    else:
+        # Faust's 60 s means a worker killed with -9 keeps its partitions (the labels one
+        # included: no learning anywhere) for a minute; heartbeats run on the consumer thread,
+        # so a busy event loop does not expire the session.
+        opts.update(broker_session_timeout=10.0, broker_heartbeat_interval=1.0,
+                    broker_rebalance_timeout=20.0)
     return opts
 
 

@@ -44,7 +44,8 @@ class EngineMetrics:
         self.labels_parked = 0
         #: labels learned again after a restore (the snapshot predated them)
         self.labels_relearned = 0
-        #: labels that arrived before their event, handed to the learner by this scorer
+        #: labels that arrived before their event, sent back to ``labels`` once it was scored
+        #: (they are received a second time: ``received`` counts both)
         self.labels_forwarded = 0
         #: the registry snapshot the serving model descends from, and lifecycle facts
         self.snapshot_id = 0

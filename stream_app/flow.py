@@ -6,7 +6,8 @@ Kafka: it returns the records to send, and the agent (``stream_app.app``) sends 
 the batch only once they are delivered.
 
 Two Redis round trips per batch of events (read states + claim event ids; write states +
-snapshots + pop labels that arrived early) and one per batch of labels.
+snapshots + take the labels that arrived early, which go back to the labels topic for the
+learner) and one per batch of labels.
 """
 
 from __future__ import annotations
@@ -202,11 +203,14 @@ class Engine:
         t2 = time.perf_counter()
         touched = {e: states[e] for e in {ev.entity_id for _, ev in fresh}} if self.spec.names else {}
         learner = self.learning_enabled
+        # labels that came before their events are handed back, not learned here: they go to
+        # the labels topic again, so every learn comes from a label record with an offset,
+        # and a model restored from a snapshot knows exactly which ones to learn again
         early = await self.store.commit_batch(
             touched, claims, snapshots,
             entity_ttl_s=self.settings.features.entity_ttl_s,
             snapshot_ttl_s=self.settings.label_horizon_s, claim_ttl_s=self._seen_ttl,
-            mark_learned=learner)
+            mark_learned=False)
         # committed: only now do these events count for drift (a retried batch counts once)
         if observed:
             observe = self.drift.observe
@@ -218,11 +222,8 @@ class Engine:
             self.metrics.learned += len(scored)
             self.learns_since_snapshot += len(scored)
         for event_id, raw_label in early.items():
-            if learner:
-                out.extend(self._learn_early(event_id, raw_label, snapshots[event_id]))
-            else:  # the learner holds the labels partition: hand the label over
-                out.append((self._t_labels, event_id.encode(), raw_label))
-                self.metrics.labels_forwarded += 1
+            out.append((self._t_labels, event_id.encode(), raw_label))
+            self.metrics.labels_forwarded += 1
         t3 = time.perf_counter()
         self.metrics.batch(len(records), len(snapshots), t3 - t0,
                            store_read_s=t1 - t0, score_s=t2 - t1, store_write_s=t3 - t2)
@@ -399,13 +400,6 @@ class Engine:
             if rec.offset >= label_next.get(rec.partition, 0):
                 label_next[rec.partition] = rec.offset + 1
         return out
-
-    def _learn_early(self, event_id: str, raw_label: bytes, snap: bytes) -> list[Out]:
-        parsed = parse_label(raw_label, self.limits)
-        if isinstance(parsed, Rejection):  # it was valid when parked; be safe anyway
-            log.warning("parked label for %s no longer parses: %s", event_id, parsed.error)
-            return []
-        return self._learn(parsed, snap)
 
     def _learn(self, label: Label, snap: bytes) -> list[Out]:
         """Learn from the features as scored; measure the prediction made before learning."""

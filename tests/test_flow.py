@@ -51,12 +51,18 @@ async def test_a_redelivered_record_re_emits_its_prediction_unchanged(engine: En
     assert engine.metrics.redelivered == 2 and engine.metrics.duplicate_events == 0
 
 
-async def test_early_label_waits_for_its_event_and_is_learned_once(engine: Engine) -> None:
-    await engine.process_labels([rec(0, label("e1", True), topic="labels")])
+async def test_early_label_waits_for_its_event_then_goes_back_and_is_learned_once(
+        engine: Engine) -> None:
+    early = label("e1", True)
+    await engine.process_labels([rec(0, early, topic="labels")])
     assert engine.metrics.labels_parked == 1 and engine.metrics.learned == 0
-    await engine.process_events([rec(0, event("e1", v=1.0))])
+    outs = await engine.process_events([rec(0, event("e1", v=1.0))])
+    # taken once the event is scored, and sent back to labels (so it is learned from an offset)
+    assert [(t, k, v) for t, k, v in outs if t == "labels"] == [("labels", b"e1", early)]
+    assert engine.metrics.learned == 0 and engine.metrics.labels_forwarded == 1
+    await engine.process_labels([rec(1, early, topic="labels")])
     assert engine.metrics.learned == 1
-    await engine.process_labels([rec(1, label("e1", True), topic="labels")])
+    await engine.process_labels([rec(2, label("e1", True), topic="labels")])
     assert engine.metrics.learned == 1 and engine.metrics.labels_duplicate == 1
 
 
