@@ -47,7 +47,7 @@ def bench_settings(tag: str, role: str, *, config: str | None, no_features: bool
     values: dict[str, Any] = dict(
         topic_prefix=f"bench-{tag}.", app_id=f"bench-{tag}-{role}", web_enabled=False,
         data_dir=str(data_dir / role), metrics_interval_s=1.0, log_level="warning",
-        registry_url=f"file://{data_dir / role}/registry",
+        registry_url=f"file://{data_dir / role}/registry-{tag}",
         registry_key=os.environ.get("STREAM_REGISTRY_KEY") or "bench-only-key-" + tag)
     if no_features:
         values["features"] = FeatureSettings()
@@ -94,6 +94,13 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def kill(self) -> int:
+        """SIGKILL, as a crash would: no shutdown hooks run."""
+        self.proc.kill()
+        self.proc.wait()
         self._log.close()
         return self.proc.returncode
 

@@ -200,6 +200,23 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> StreamApp
     return app
 
 
+async def _rewind(app: StreamApp, offsets: dict[Any, int]) -> None:
+    """Make the labels resume at the restored snapshot's offsets.
+
+    Faust's recovery seeks every partition to its committed offset in a task of its own, before
+    or after this signal handler runs. So the offsets are committed first (backwards is
+    allowed: we are this generation's member), which that seek then reads, and sought too,
+    which covers a seek that already happened.
+    """
+    for tp, offset in offsets.items():
+        log.info("labels %s[%d]: resuming at offset %d, the restored snapshot's",
+                 tp.topic, tp.partition, offset)
+    thread = app.consumer._thread  # noqa: SLF001 (the aiokafka consumer lives on this thread)
+    await thread.commit(offsets)
+    # on the consumer's own thread and loop (Consumer.seek calls aiokafka from ours)
+    await thread.seek_wait(offsets)
+
+
 def _register_lifecycle(app: StreamApp, keeper: ModelKeeper,
                         send_all: Callable[[list[Out]], Awaitable[None]]) -> None:
     conf = app.settings.lifecycle
@@ -357,11 +374,9 @@ async def _take_role(app: StreamApp, assigned: set[Any]) -> None:
         return
     if mine and not keeper.learner:
         offsets = await keeper.become_learner()
-        for tp in mine:
-            if tp.partition in offsets:
-                log.info("labels %s[%d]: resuming at offset %d, the restored snapshot's",
-                         tp.topic, tp.partition, offsets[tp.partition])
-                await app.consumer.seek(tp, offsets[tp.partition])
+        rewind = {tp: offsets[tp.partition] for tp in mine if tp.partition in offsets}
+        if rewind:
+            await _rewind(app, rewind)
     elif not mine and keeper.learner:
         await keeper.become_scorer()
     elif not mine:

@@ -109,8 +109,11 @@ class Engine:
         self._t_labels = settings.topic(contract.LABELS)
         #: the registry snapshot the serving model descends from (0: none)
         self.snapshot_id = 0
-        #: per labels partition, the next offset this model has not consumed (learned or not)
+        #: per labels partition, the lowest offset this model has not consumed (learned or not)
+        #: and the offsets above it it has consumed: a restore rewinds to ``label_next``, and
+        #: records fetched before the rewind took effect may come first
         self.label_next: dict[int, int] = {}
+        self.label_ahead: dict[int, set[int]] = {}
         #: the ``(event_id, label)`` sequence learned, hashed (the training-data hash)
         self.data_hash = DataHash()
         #: learns since the last checkpoint (see ``stream_app.lifecycle``)
@@ -122,7 +125,9 @@ class Engine:
 
     def install(self, model: OnlineModel, *, snapshot_id: int, learned: int | None = None,
                 prequential: PrequentialMetrics | None = None,
-                label_next: dict[int, int] | None = None, data_hash: str | None = None) -> None:
+                label_next: dict[int, int] | None = None,
+                label_ahead: dict[int, set[int]] | None = None,
+                data_hash: str | None = None) -> None:
         """Serve ``model`` from now on (between two batches: no prediction is lost or doubled).
 
         With ``learned``/``prequential``/``label_next``/``data_hash`` (a restore) the learner's
@@ -140,11 +145,14 @@ class Engine:
             self.metrics.prequential = prequential
         if label_next is not None:
             self.label_next = dict(label_next)
+            self.label_ahead = {p: set(o) for p, o in (label_ahead or {}).items()}
         if data_hash is not None:
             self.data_hash = DataHash(data_hash or None)
         if changed_version:  # a new champion: drift references start again from its inputs
+            old = self.drift
             self.drift = DriftStage(self.settings, model=model.name, model_version=model.version,
-                                    partitions=self.drift.partitions)
+                                    partitions=old.partitions)
+            self.drift.continue_cooldown(old)  # a promotion is no reason to signal again at once
 
     @property
     def learning_enabled(self) -> bool:
@@ -365,7 +373,6 @@ class Engine:
         """
         out: list[Out] = []
         labels: dict[str, tuple[Label, bytes, Record]] = {}
-        consumed_to = dict(self.label_next)  # what this model had consumed before the batch
         for rec in records:
             parsed = parse_label(rec.value, self.limits)
             if isinstance(parsed, Rejection):
@@ -383,7 +390,7 @@ class Engine:
                 positions={eid: _position(rec) for eid, (_, _, rec) in labels.items()})
             for eid, (label, _, rec) in labels.items():
                 status, snap = joined[eid]
-                if status == REDELIVERED and rec.offset >= consumed_to.get(rec.partition, 0):
+                if status == REDELIVERED and not self._consumed(rec.partition, rec.offset):
                     status = JOINED  # consumed by a model that was lost before a checkpoint
                     self.metrics.labels_relearned += 1
                 if status == JOINED and snap is not None:
@@ -395,11 +402,30 @@ class Engine:
                 else:
                     self.metrics.labels_parked += 1
         # only now, after learning: a checkpoint taken meanwhile must not claim these offsets
-        label_next = self.label_next
         for rec in records:
-            if rec.offset >= label_next.get(rec.partition, 0):
-                label_next[rec.partition] = rec.offset + 1
+            self._mark_consumed(rec.partition, rec.offset)
         return out
+
+    def _consumed(self, partition: int, offset: int) -> bool:
+        """Has this model consumed that label record (so it learned it, if it was learnable)?"""
+        return offset < self.label_next.get(partition, 0) or offset in self.label_ahead.get(
+            partition, ())
+
+    def _mark_consumed(self, partition: int, offset: int) -> None:
+        nxt = self.label_next.setdefault(partition, offset)  # a first record: start there
+        if offset < nxt:
+            return
+        ahead = self.label_ahead.setdefault(partition, set())
+        ahead.add(offset)
+        while nxt in ahead:
+            ahead.remove(nxt)
+            nxt += 1
+        self.label_next[partition] = nxt
+        if len(ahead) > 100_000:  # a rewind that never took effect: do not grow for ever
+            log.error("labels[%d]: %d consumed offsets above %d; giving up on the gap",
+                      partition, len(ahead), nxt)
+            self.label_next[partition] = max(ahead) + 1
+            ahead.clear()
 
     def _learn(self, label: Label, snap: bytes) -> list[Out]:
         """Learn from the features as scored; measure the prediction made before learning."""

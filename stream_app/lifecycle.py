@@ -190,7 +190,7 @@ class ModelKeeper:
         if info is None:
             self.engine.install(model, snapshot_id=0, learned=0 if restore else None,
                                 prequential=PrequentialMetrics() if restore else None,
-                                label_next={} if restore else None,
+                                label_next={} if restore else None, label_ahead={},
                                 data_hash="" if restore else None)
             return
         self.engine.install(
@@ -199,6 +199,7 @@ class ModelKeeper:
             prequential=state.get("prequential") if restore else None,
             label_next={int(k.rpartition(":")[2]): v for k, v in info.label_offsets.items()}
             if restore else None,
+            label_ahead=state.get("label_ahead") if restore else None,
             data_hash=info.data_hash if restore else None)
 
     async def refresh(self) -> list[Out]:
@@ -279,7 +280,8 @@ class ModelKeeper:
         self._last_checkpoint = time.monotonic()
         info = await self.registry.save_snapshot(
             self.name, model.version,
-            {"pipeline": model.pipeline, "prequential": engine.metrics.prequential},
+            {"pipeline": model.pipeline, "prequential": engine.metrics.prequential,
+             "label_ahead": {p: sorted(o) for p, o in engine.label_ahead.items() if o}},
             learn_count=learned, label_offsets=offsets, data_hash=engine.data_hash.hexdigest(),
             metrics=engine.metrics.prequential.snapshot())
         if engine.model is model:

@@ -102,6 +102,10 @@ class DriftStage:
     def scope(self) -> dict[str, Any]:
         return {"worker": self.worker, "partitions": self.partitions}
 
+    def continue_cooldown(self, previous: DriftStage) -> None:
+        """Keep ``previous``'s retrain-signal cooldown (a new stage for a promoted model)."""
+        self._last_signal = previous._last_signal
+
     def reset(self) -> None:
         """Re-learn every reference window (after a model promotion, say)."""
         if self.monitor is not None:

@@ -128,6 +128,24 @@ async def test_kill_then_restore_relearns_exactly_what_was_lost(tmp_path: Path) 
     assert b.engine.metrics.prequential.snapshot() == ref.engine.metrics.prequential.snapshot()
 
 
+async def test_records_fetched_before_the_rewind_took_effect_do_not_hide_lost_labels(
+        tmp_path: Path) -> None:
+    s = settings_for(tmp_path, snapshot_every_learns=100, snapshot_interval_s=3600)
+    pairs = stream(350)
+    a = Worker(s)
+    await a.start(learner=True)
+    await feed(a, pairs, 0)
+    b = Worker(s, store=a.engine.store)
+    assert await b.start(learner=True) == {0: 300}
+    labels = [Record("labels", 0, i, b"k", lb, time.time()) for i, (_, lb) in enumerate(pairs)]
+    # Faust's own seek to the committed offset (330) won the race: 330.. come first, then 300..
+    await b.engine.process_labels(labels[330:350])
+    await b.engine.process_labels(labels[300:350])
+    m = b.engine.metrics
+    assert (m.learned, m.labels_relearned, m.labels_duplicate) == (350, 50, 20)
+    assert b.engine.label_next == {0: 350} and b.engine.label_ahead == {0: set()}
+
+
 async def test_a_redelivered_label_batch_is_not_learned_twice(tmp_path: Path) -> None:
     w = Worker(settings_for(tmp_path))
     await w.start(learner=True)

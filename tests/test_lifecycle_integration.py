@@ -51,13 +51,15 @@ async def _metrics(settings: Settings, until: Callable[[dict[str, Any]], bool],
                    timeout_s: float = 120.0) -> dict[str, Any]:
     """The first metrics snapshot (of any worker) for which ``until`` holds."""
     found: list[dict[str, Any]] = []
+    last: list[dict[str, Any]] = []
 
     def done(records: list[Any]) -> bool:
+        last[:] = values(records[-1:])
         found[:] = [m for m in values(records) if until(m)]
         return bool(found)
 
     await collect(settings, contract.METRICS, until=done, timeout_s=timeout_s)
-    assert found, "metrics never reached the expected state"
+    assert found, f"metrics never reached the expected state; last: {last}"
     return found[-1]
 
 
