@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -85,8 +86,7 @@ class ModelKeeper:
         self._t_models = settings.topic(contract.MODELS)
         self._ready_reported: str | None = None
         self._signals_seen: set[str] = set()
-        #: when a newer snapshot than the one served was first seen (scorers), for staleness
-        self._newer_seen: tuple[int, float] | None = None
+        #: the longest a scorer served an older model after the learner saved a newer one
         self.max_swap_delay_s = 0.0
         self.swaps = 0
         #: what the last ``become_learner`` restored (version, snapshot, learn count)
@@ -227,13 +227,10 @@ class ModelKeeper:
         snaps = await self.registry.snapshots(self.name, prod.version)
         newest = snaps[-1].snapshot_id if snaps else 0
         if newest > engine.snapshot_id:
-            now = time.monotonic()
-            if self._newer_seen is None or self._newer_seen[0] != newest:
-                self._newer_seen = (newest, now)
             await self._serve(prod, restore=False)
-            if engine.snapshot_id >= newest:
-                self.max_swap_delay_s = max(self.max_swap_delay_s,
-                                            time.monotonic() - self._newer_seen[1])
+            if engine.snapshot_id >= newest:  # served from now on: how long after it was saved
+                saved = datetime.fromisoformat(snaps[-1].created_at).timestamp()
+                self.max_swap_delay_s = max(self.max_swap_delay_s, time.time() - saved)
                 self.swaps += 1
         await self._follow_challenger()
         self._publish_state()

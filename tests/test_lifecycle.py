@@ -239,6 +239,26 @@ async def test_a_challenger_that_wins_is_promoted_and_shadow_never_reaches_predi
     assert w.engine.snapshot_id >= 1 and w.engine.drift.model_version == "2"
 
 
+async def test_scorers_shadow_the_learners_challenger_from_the_registry(tmp_path: Path) -> None:
+    s = settings_for(tmp_path, warm_start_window=50)
+    learner = Worker(s)
+    await learner.start(learner=True)
+    scorer = Worker(s, store=learner.engine.store)
+    await scorer.start(learner=False)
+    await feed(learner, stream(100), 0)
+    await learner.keeper.challenge("manual")
+    await learner.keeper.checkpoint()  # the challenger's first snapshot
+    await scorer.keeper.refresh()
+    assert scorer.engine.challenger is not None
+    assert scorer.engine.challenger.model.version == "2"
+    outs = await scorer.engine.process_events([Record("events", 3, 0, b"k",
+                                                      event("z9", a=0.2, b=0.1), time.time())])
+    (shadow,) = topic_values(outs, contract.PREDICTIONS_SHADOW)
+    (pred,) = topic_values(outs, contract.PREDICTIONS)
+    assert (shadow["model_version"], pred["model_version"]) == ("2", "1")
+    assert shadow["model_snapshot"] == scorer.engine.challenger.snapshot_id > 0
+
+
 async def test_without_auto_promote_a_winner_is_reported_ready_once(tmp_path: Path) -> None:
     s = settings_for(tmp_path, warm_start_window=100, compare_labels=200, auto_promote=False)
     w = Worker(s)
