@@ -170,8 +170,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> StreamApp
     _register_batch_agent(app, topics[contract.EVENTS], "score_events", score, send_all, ready)
     _register_batch_agent(app, topics[contract.LABELS], "learn_labels", learn, send_all, ready)
 
-    @app.timer(interval=settings.metrics_interval_s)
-    async def publish_metrics() -> None:
+    async def metrics_record() -> None:
         consumer = app.consumer
         app.engine.metrics.lag({(tp.topic, tp.partition): consumer.highwater(tp)
                                 for tp in consumer.assignment()})
@@ -179,11 +178,19 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> StreamApp
         await send_all([(settings.topic(contract.METRICS), settings.app_id.encode(),
                          orjson.dumps(snap))])
 
-    @app.timer(interval=settings.drift.summary_interval_s)
-    async def publish_drift_summary() -> None:
+    async def drift_summary() -> None:
         summary = app.engine.drift.summary()
         if summary is not None:
             await send_all([summary])
+
+    # an exception escaping a Faust timer crashes the worker: report, never crash, for these
+    @app.timer(interval=settings.metrics_interval_s)
+    async def publish_metrics() -> None:
+        await _guarded("publishing metrics", metrics_record())
+
+    @app.timer(interval=settings.drift.summary_interval_s)
+    async def publish_drift_summary() -> None:
+        await _guarded("publishing the drift summary", drift_summary())
 
     @app.on_partitions_assigned.connect
     async def follow_assignment(sender: Any, assigned: set[Any], **kw: Any) -> None:
@@ -230,7 +237,7 @@ def _register_lifecycle(app: StreamApp, keeper: ModelKeeper,
     async def refresh() -> None:
         outs = await _guarded("registry refresh", keeper.refresh())
         if outs:
-            await send_all(outs)
+            await _guarded("sending stage changes", send_all(outs))
 
     @app.task
     async def follow_retrain_signals() -> None:

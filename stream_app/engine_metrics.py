@@ -80,13 +80,14 @@ class EngineMetrics:
 
         >>> m = EngineMetrics(model="m", model_version="1")
         >>> m.consumed("events", 0, 9); m.lag({("events", 0): 25, ("events", 1): 3})
+        >>> m.consumed("labels", 0, 0); m.lag({("events", 0): 25, ("labels", 0): None})
         >>> m.consumer_lag
         {'events': 15}
         """
         lag: dict[str, int] = {}
         for (topic, partition), hw in highwaters.items():
             pos = self.positions.get((topic, partition))
-            if pos is None or hw < 0:
+            if pos is None or hw is None or hw < 0:  # None: nothing fetched there yet
                 continue
             lag[topic] = lag.get(topic, 0) + max(0, hw - pos)
         self.consumer_lag = lag

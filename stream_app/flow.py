@@ -372,18 +372,24 @@ class Engine:
         older than the label, never after a plain redelivery of a batch it learned.
         """
         out: list[Out] = []
-        labels: dict[str, tuple[Label, bytes, Record]] = {}
+        # one join per "round": a second record of the same event id in the batch waits for the
+        # next round, so the store judges every record by its own position (in a replay, a
+        # label and its sent-back copy often share a batch, and only one of them was learned)
+        rounds: list[dict[str, tuple[Label, bytes, Record]]] = []
         for rec in records:
             parsed = parse_label(rec.value, self.limits)
             if isinstance(parsed, Rejection):
                 out.append(self._dead(rec, parsed))
                 continue
             self.metrics.labels_received += 1
-            if parsed.event_id in labels:
-                self.metrics.labels_duplicate += 1
-                continue
+            for labels in rounds:
+                if parsed.event_id not in labels:
+                    break
+            else:
+                labels = {}
+                rounds.append(labels)
             labels[parsed.event_id] = (parsed, rec.value or b"", rec)
-        if labels:
+        for labels in rounds:
             joined = await self.store.join_labels(
                 {eid: raw for eid, (_, raw, _) in labels.items()},
                 pending_ttl_s=self.settings.label_horizon_s, learned_ttl_s=self._seen_ttl,

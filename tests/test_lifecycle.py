@@ -146,6 +146,25 @@ async def test_records_fetched_before_the_rewind_took_effect_do_not_hide_lost_la
     assert b.engine.label_next == {0: 350} and b.engine.label_ahead == {0: set()}
 
 
+async def test_a_label_and_its_sent_back_copy_in_one_replayed_batch(tmp_path: Path) -> None:
+    s = settings_for(tmp_path)
+    a = Worker(s)
+    await a.start(learner=True)
+    early = label("e1", True)
+    await a.engine.process_labels([Record("labels", 0, 0, b"e1", early, 0.0)])  # parked
+    outs = await a.engine.process_events([Record("events", 0, 0, b"k", event("e1", a=1.0, b=1.0),
+                                                 time.time())])
+    (copy,) = [v for t, _, v in outs if t == contract.LABELS]
+    await a.engine.process_labels([Record("labels", 0, 1, b"e1", copy, 0.0)])
+    assert a.engine.metrics.learned == 1  # learned from the copy, at offset 1
+    b = Worker(s, store=a.engine.store)
+    await b.start(learner=True)  # no snapshot yet: nothing learned, replay from the start
+    await b.engine.process_labels([Record("labels", 0, 0, b"e1", early, 0.0),
+                                   Record("labels", 0, 1, b"e1", copy, 0.0)])
+    m = b.engine.metrics
+    assert (m.learned, m.labels_relearned, m.labels_duplicate) == (1, 1, 1)
+
+
 async def test_a_redelivered_label_batch_is_not_learned_twice(tmp_path: Path) -> None:
     w = Worker(settings_for(tmp_path))
     await w.start(learner=True)
