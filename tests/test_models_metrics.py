@@ -35,6 +35,34 @@ def test_against_hand_computed_values() -> None:
     assert c["log_loss"] == pytest.approx(expected_ll, rel=1e-12)
 
 
+@given(st.lists(st.tuples(st.booleans(), st.floats(0.0, 1.0)), min_size=1, max_size=300),
+       st.integers(1, 50))
+def test_values_equal_rivers_metrics_cumulative_and_rolling(
+        seq: list[tuple[bool, float]], window: int) -> None:
+    from river import metrics, utils
+
+    def river_set(size: int | None) -> dict[str, object]:
+        def make(cls: type, **kw: object) -> object:
+            return utils.Rolling(cls(**kw), window_size=size) if size else cls(**kw)
+        return {"accuracy": make(metrics.Accuracy), "roc_auc": make(metrics.ROCAUC),
+                "log_loss": make(metrics.LogLoss), "precision": make(metrics.Precision),
+                "recall": make(metrics.Recall), "f1": make(metrics.F1)}
+
+    ours = PrequentialMetrics(window=window)
+    theirs = {"cumulative": river_set(None), "rolling": river_set(window)}
+    for y, s in seq:
+        ours.update(y, s, 0.5)
+        for group in theirs.values():
+            for name, metric in group.items():
+                metric.update(y, s if name in ("roc_auc", "log_loss") else decide(s, 0.5))
+    snap = ours.snapshot()
+    for which, group in theirs.items():
+        for name, metric in group.items():
+            got = snap[which][name]
+            if got is not None:  # None where undefined; River says 0 there
+                assert got == pytest.approx(metric.get(), abs=1e-9), (which, name)
+
+
 def test_rolling_window_keeps_only_the_last_labels() -> None:
     m = PrequentialMetrics(window=2)
     feed(m, TINY)
