@@ -68,14 +68,16 @@ class StreamApp(faust.App):
         transport.Consumer = _Consumer
         return transport
 
-    async def on_stop(self) -> None:
+    async def on_shutdown(self) -> None:
+        """After the agents have stopped (``on_stop`` runs before them: a batch in flight
+        would find the store closed): the final checkpoint, then the store."""
+        await super().on_shutdown()
         keeper = getattr(self, "keeper", None)
         if keeper is not None:
             try:
                 await keeper.stop()  # the learner checkpoints on a clean stop
             except Exception:
                 log.exception("final checkpoint failed")
-        await super().on_stop()
         engine = getattr(self, "engine", None)
         if engine is not None:
             await engine.aclose()
@@ -349,6 +351,8 @@ async def _process_safely(app: StreamApp, process: Callable[[list[Record]], Awai
     except _INFRA_ERRORS:
         raise
     except Exception:
+        if app.should_stop:  # shutting down: not the records' fault; unacked, they come again
+            raise
         log.exception("batch of %d failed; retrying one record at a time", len(batch))
     outs: list[Out] = []
     for rec in batch:

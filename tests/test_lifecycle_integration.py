@@ -154,6 +154,12 @@ async def test_two_workers_one_learner_one_lineage_bounded_staleness(
     assert by_worker_snapshots[-1] > 1, by_worker_snapshots
     assert scorers[0]["lifecycle"]["swaps"] >= 2
     assert scorers[0]["lifecycle"]["max_swap_delay_s"] <= staleness - s.lifecycle.snapshot_interval_s
+    # the learner's clean stop checkpointed everything it learned
+    from models.registry import open_registry
+    reg = open_registry(s.registry_url, key=s.registry_key_bytes)
+    newest = (await reg.snapshots("default", "1"))[-1]
+    await reg.aclose()
+    assert newest.learn_count == len(items) and newest.label_offsets
 
 
 def _labels_of(items: list[LabelledEvent]) -> dict[str, bool]:
