@@ -24,6 +24,8 @@ from bisect import bisect_left
 from collections import deque
 from typing import Any
 
+from scipy import integrate
+
 from models.percentiles import Percentiles
 
 __all__ = ["Percentiles", "PrequentialMetrics", "decide"]
@@ -80,7 +82,8 @@ class _Metrics:
     above each threshold are summed only when read.
     """
 
-    __slots__ = ("size", "thresholds", "hist", "tp", "fp", "tn", "fn", "loss", "ring")
+    __slots__ = ("size", "thresholds", "hist", "tp", "fp", "tn", "fn", "loss_n", "loss_mean",
+                 "ring")
 
     def __init__(self, size: int | None, n_thresholds: int) -> None:
         self.size = size
@@ -91,19 +94,20 @@ class _Metrics:
         #: hist[y][k]: labels of class y whose score is above exactly k thresholds
         self.hist = ([0] * (n_thresholds + 1), [0] * (n_thresholds + 1))
         self.tp = self.fp = self.tn = self.fn = 0
-        self.loss = 0.0
+        self.loss_n = 0  # River's incremental mean (stats.Mean), for the same bits
+        self.loss_mean = 0.0
         self.ring: deque[tuple[bool, bool, int, float]] | None = deque() if size else None
 
     def update(self, y: bool, score: float, predicted: bool) -> None:
         k = bisect_left(self.thresholds, score)  # thresholds strictly below the score
         p = min(max(score, 1e-15), 1 - 1e-15)
         loss = -math.log(p) if y else -math.log(1 - p)
-        self._add(y, predicted, k, loss, 1)
         ring = self.ring
-        if ring is not None:
-            ring.append((y, predicted, k, loss))
-            if len(ring) > self.size:  # type: ignore[operator]
+        if ring is not None:  # as River's Rolling: forget the oldest first, then add
+            if len(ring) == self.size:
                 self._add(*ring.popleft(), -1)
+            ring.append((y, predicted, k, loss))
+        self._add(y, predicted, k, loss, 1)
 
     def _add(self, y: bool, predicted: bool, k: int, loss: float, w: int) -> None:
         if y:
@@ -116,7 +120,13 @@ class _Metrics:
         else:
             self.tn += w
         self.hist[y][k] += w
-        self.loss += w * loss
+        self.loss_n += w
+        if w > 0:
+            self.loss_mean += (1.0 / self.loss_n) * (loss - self.loss_mean)
+        elif self.loss_n == 0:
+            self.loss_mean = 0.0
+        else:
+            self.loss_mean -= (1.0 / self.loss_n) * (loss - self.loss_mean)
 
     @property
     def n(self) -> int:
@@ -133,8 +143,7 @@ class _Metrics:
             above_neg -= neg[i]
             tprs.append(above_pos / n_pos if n_pos else 0.0)
             fprs.append(above_neg / n_neg if n_neg else 0.0)
-        return -sum((fprs[i + 1] - fprs[i]) * (tprs[i + 1] + tprs[i]) / 2
-                    for i in range(len(tprs) - 1))
+        return float(-integrate.trapezoid(x=fprs, y=tprs))  # as River: the same bits
 
     def snapshot(self) -> dict[str, Any]:
         tp, fp, fn, tn = self.tp, self.fp, self.fn, self.tn
@@ -143,11 +152,18 @@ class _Metrics:
             "n": n,
             "accuracy": _finite((tp + tn) / n) if n else None,
             "roc_auc": _finite(self.roc_auc()) if (tp + fn) * (tn + fp) else None,
-            "log_loss": _finite(self.loss / n) if n else None,
+            "log_loss": _finite(self.loss_mean) if n else None,
             "precision": _finite(tp / (tp + fp)) if tp + fp else None,
             "recall": _finite(tp / (tp + fn)) if tp + fn else None,
-            "f1": _finite(2 * tp / (2 * tp + fp + fn)) if 2 * tp + fp + fn else None,
+            "f1": _finite(_f1(tp, fp, fn)) if 2 * tp + fp + fn else None,
         }
+
+
+def _f1(tp: int, fp: int, fn: int) -> float:
+    """River's ``F1.get()``, operation for operation."""
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    return (1 + 1) * p * r / (1 * p + r) if p + r else 0.0
 
 
 def _finite(value: float) -> float | None:

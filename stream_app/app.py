@@ -51,8 +51,19 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class _Consumer(faust_aiokafka.Consumer):
+    #: (group generation, {tp: offset}): where the labels resume after a restore
+    rewind: tuple[int, dict[Any, int]] | None = None
+
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def perform_seek(self) -> None:
+        """Faust's recovery seeks to the committed offsets (and resets the offsets below which
+        it drops records) in a task of its own; a restore's rewind must come after it."""
+        await super().perform_seek()
+        pending = self.rewind
+        if pending is not None and pending[0] == self.app.consumer_generation_id:
+            await self._thread.seek_wait(pending[1])
 
 
 class StreamApp(faust.App):
@@ -212,15 +223,19 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> StreamApp
 async def _rewind(app: StreamApp, offsets: dict[Any, int]) -> None:
     """Make the labels resume at the restored snapshot's offsets.
 
-    Faust's recovery seeks every partition to its committed offset in a task of its own, before
-    or after this signal handler runs. So the offsets are committed first (backwards is
-    allowed: we are this generation's member), which that seek then reads, and sought too,
-    which covers a seek that already happened.
+    Faust's recovery seeks every partition to its committed offset in a task of its own,
+    before, during or after this signal handler, and resets the offset below which it drops
+    records. So the offsets are committed (backwards is allowed: we are this generation's
+    member), sought now, and sought again at the end of any seek of Faust's in this
+    generation (``_Consumer.perform_seek``).
     """
     for tp, offset in offsets.items():
         log.info("labels %s[%d]: resuming at offset %d, the restored snapshot's",
                  tp.topic, tp.partition, offset)
-    thread = app.consumer._thread  # noqa: SLF001 (the aiokafka consumer lives on this thread)
+    consumer = app.consumer
+    if isinstance(consumer, _Consumer):  # and again when a seek of Faust's own ends after this
+        consumer.rewind = (app.consumer_generation_id, dict(offsets))
+    thread = consumer._thread  # noqa: SLF001 (the aiokafka consumer lives on this thread)
     await thread.commit(offsets)
     # on the consumer's own thread and loop (Consumer.seek calls aiokafka from ours)
     await thread.seek_wait(offsets)
