@@ -134,8 +134,8 @@ def cmd_drift(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     _setup_logging("warning")
-    summary, opened = _run(drift_state(settings))  # type: ignore[misc]
-    Console().print(drift_table(summary, opened))
+    summaries, opened = _run(drift_state(settings))  # type: ignore[misc]
+    Console().print(drift_table(summaries, opened))
     return 0
 
 

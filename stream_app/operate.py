@@ -1,7 +1,8 @@
 """What operators run by hand: the drift state as a table, and a retrain signal.
 
-``drift_state`` reads the ``drift`` topic to its end: the newest ``summary`` record gives every
-subject's last check, and the episode records say since when each subject in drift has been so.
+``drift_state`` reads the ``drift`` topic to its end: each worker's newest ``summary`` record
+gives every subject's last check on the partitions it holds, and the episode records say since
+when each subject in drift has been so (per worker: each tests its own windows).
 """
 
 from __future__ import annotations
@@ -47,35 +48,47 @@ async def _read_to_end(settings: Settings, topic: str) -> list[dict[str, Any]]:
     return out
 
 
-async def drift_state(settings: Settings) -> tuple[dict[str, Any] | None, dict[str, float]]:
-    """The newest summary record, and for each subject in drift the time its episode opened."""
+async def drift_state(settings: Settings
+                      ) -> tuple[dict[str, dict[str, Any]], dict[tuple[str, str], float]]:
+    """Each worker's newest summary record (by ``scope.worker``), and for each (worker,
+    subject) in drift the time its episode opened."""
     await ensure_topics(settings, [settings.topic(contract.DRIFT)])
-    summary: dict[str, Any] | None = None
-    opened: dict[str, float] = {}
+    summaries: dict[str, dict[str, Any]] = {}
+    opened: dict[tuple[str, str], float] = {}
     for rec in await _read_to_end(settings, contract.DRIFT):
+        worker = str((rec.get("scope") or {}).get("worker", ""))
         if rec.get("record") == "summary":
-            summary = rec
+            summaries[worker] = rec
         elif rec.get("drift"):
-            opened[rec["subject"]] = rec["detected_at"]
+            opened[(worker, rec["subject"])] = rec["detected_at"]
         else:
-            opened.pop(rec.get("subject", ""), None)
-    return summary, opened
+            opened.pop((worker, rec.get("subject", "")), None)
+    return summaries, opened
 
 
-def drift_table(summary: dict[str, Any] | None, opened: dict[str, float]) -> Table:
-    at = "no summary yet" if summary is None else datetime.fromtimestamp(
-        summary["detected_at"], UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    table = Table(title=f"drift: {summary['model'] if summary else '?'} (as of {at})")
-    for col in ("subject", "kind", "test", "statistic", "p-value", "adjusted", "in drift",
-                "since"):
+def drift_table(summaries: dict[str, dict[str, Any]],
+                opened: dict[tuple[str, str], float]) -> Table:
+    """One row per subject, and per worker when several workers report."""
+    newest = max(summaries.values(), key=lambda r: r["detected_at"], default=None)
+    at = "no summary yet" if newest is None else datetime.fromtimestamp(
+        newest["detected_at"], UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    table = Table(title=f"drift: {newest['model'] if newest else '?'} (as of {at})")
+    several = len(summaries) > 1
+    cols = (["worker (partitions)"] if several else []) + [
+        "subject", "kind", "test", "statistic", "p-value", "adjusted", "in drift", "since"]
+    for col in cols:
         table.add_column(col, justify="right" if col in ("statistic", "p-value", "adjusted")
                          else "left")
-    for s in (summary or {}).get("subjects", []):
-        since = opened.get(s["subject"])
-        table.add_row(
-            s["subject"], s["kind"], s["test"], _num(s["statistic"]), _num(s["p_value"]),
-            _num(s["adjusted_p_value"]), "[bold red]yes[/]" if s["drift"] else "no",
-            datetime.fromtimestamp(since, UTC).strftime("%H:%M:%S") if since else "")
+    for worker, summary in sorted(summaries.items()):
+        parts = (summary.get("scope") or {}).get("partitions")
+        who = [f"{worker} ({','.join(map(str, parts)) if parts else '-'})"] if several else []
+        for s in summary.get("subjects", []):
+            since = opened.get((worker, s["subject"]))
+            table.add_row(
+                *who, s["subject"], s["kind"], s["test"], _num(s["statistic"]),
+                _num(s["p_value"]), _num(s["adjusted_p_value"]),
+                "[bold red]yes[/]" if s["drift"] else "no",
+                datetime.fromtimestamp(since, UTC).strftime("%H:%M:%S") if since else "")
     return table
 
 

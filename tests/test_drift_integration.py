@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+from rich.console import Console
 
 from stream_app import contract
 from stream_app.kafka_io import ensure_topics
-from stream_app.operate import drift_state
+from stream_app.operate import drift_state, drift_table
 from tests.conftest import WorkerProcess, make_settings
 from tests.kafka_helpers import collect, event, label, latest_metrics, produce, values
 
@@ -47,10 +48,11 @@ async def test_covariate_shift_opens_one_episode_and_one_signal(_service_urls,
         await latest_metrics(settings, until=lambda m: m["events"]["predicted"] >= 1600)
         signals = await collect(settings, contract.RETRAIN_SIGNALS, until=lambda rs: len(rs) >= 1)
         drift = await collect(settings, contract.DRIFT, timeout_s=3, until=lambda rs: False)
-        summary, opened = await drift_state(settings)  # what `stream-app drift` prints
+        summaries, opened = await drift_state(settings)  # what `stream-app drift` prints
     finally:
         assert worker.stop() == 0, worker.log()[-3000:]
-    assert summary is not None and set(opened) == {"f2"}
+    (summary,) = summaries.values()  # one worker
+    assert {subject for _, subject in opened} == {"f2"}
     state = {s["subject"]: s["drift"] for s in summary["subjects"]}
     assert state == {"f0": False, "f1": False, "f2": True, "f3": False, "f4": False}
     episodes = [d for d in values(drift) if d.get("record") == "episode"]
@@ -155,3 +157,10 @@ async def test_two_workers_each_test_the_partitions_they_hold(_service_urls,
         assert state == {f: f == "f2" and worker == shifted for f in FEATURES}
         assert {(s["reference_size"], s["current_size"]) for s in summary["subjects"]} == {
             (200, 200)}
+    # `stream-app drift` shows both workers' windows, the episode under the one that saw it
+    states, opened = await drift_state(settings)
+    assert set(states) == names and set(opened) == {(shifted, "f2")}
+    console = Console(width=240, record=True)
+    console.print(drift_table(states, opened))
+    text = console.export_text()
+    assert all(f"{w} (" in text for w in names), text
