@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -239,7 +239,7 @@ def make_dataset(n: int, *, seed: int = 42, entities: int = 500, zipf: float = 1
     return Dataset(ids, events, labels)
 
 
-async def publish_all(settings: Settings, records: Sequence[tuple[str, bytes, bytes]],
+async def publish_all(settings: Settings, records: Iterable[tuple[str, bytes, bytes]],
                       *, max_in_flight: int = 20_000) -> float:
     """Send ``(topic, key, value)`` records as fast as the producer goes; return seconds taken."""
     producer = make_producer(settings, linger_ms=20, max_batch_size=256 * 1024)

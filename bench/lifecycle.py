@@ -140,13 +140,14 @@ async def restart_runs(cut: int, interval: int, root: Path) -> dict[str, Any]:
             w.kill()
             t0 = time.monotonic()
             w = start_worker(s, root / f"{tag}-2.log")
-            back = await metrics_until(s, lambda m: m["worker"] != before["worker"]
+            killed = before["worker"]
+            back = await metrics_until(s, lambda m, killed=killed: m["worker"] != killed
                                        and m["labels"]["learned"] >= cut)
             out["resumed_after_s"] = round(time.monotonic() - t0, 1)
             out["restored_learn_count"] = back["lifecycle"]["restored"]["learn_count"]
             out["relearned"] = back["labels"]["relearned"]
             await paced(s, items[cut:])
-            end = await metrics_until(s, lambda m: m["worker"] != before["worker"]
+            end = await metrics_until(s, lambda m, killed=killed: m["worker"] != killed
                                       and m["labels"]["learned"] >= n)
             w.stop()
         out[f"{mode}_accuracy"] = end["prequential"]["cumulative"]["accuracy"]

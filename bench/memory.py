@@ -20,6 +20,7 @@ import asyncio
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,39 +33,31 @@ from benchlib import (  # noqa: E402
     cleanup,
     latest_metrics,
     new_tag,
+    publish_all,
     start_worker,
 )
 
 from stream_app import contract  # noqa: E402
 from stream_app.datasets import synthetic  # noqa: E402
-from stream_app.kafka_io import ensure_topics, make_producer  # noqa: E402
+from stream_app.kafka_io import ensure_topics  # noqa: E402
 from stream_app.settings import Settings  # noqa: E402
 
 
 async def publish_stream(settings: Settings, n: int, *, seed: int, entities: int,
                          spacing_s: float, labels: bool) -> float:
     """Stream ``n`` synthetic events (and labels) to the topics; return seconds taken."""
-    producer = make_producer(settings, linger_ms=20, max_batch_size=256 * 1024)
-    await producer.start()
     events_topic, labels_topic = settings.topic(contract.EVENTS), settings.topic(contract.LABELS)
-    t0 = time.perf_counter()
-    pending: list[Any] = []
-    try:
+
+    def records() -> Iterator[tuple[str, bytes, bytes]]:  # generated as sent: 1M would not fit
         for item in synthetic(seed, n, n_entities=entities, start=time.time(), step_s=spacing_s):
             ev = item.event
-            pending.append(await producer.send(events_topic, orjson.dumps(ev),
-                                               key=ev["entity_id"].encode()))
+            yield events_topic, ev["entity_id"].encode(), orjson.dumps(ev)
             if labels:
-                pending.append(await producer.send(labels_topic, orjson.dumps(
+                yield labels_topic, ev["event_id"].encode(), orjson.dumps(
                     {"event_id": ev["event_id"], "label": item.label,
-                     "timestamp": ev["timestamp"]}), key=ev["event_id"].encode()))
-            if len(pending) >= 20_000:
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
-    return time.perf_counter() - t0
+                     "timestamp": ev["timestamp"]})
+
+    return await publish_all(settings, records())
 
 
 async def redis_used(url: str) -> int | None:
