@@ -162,8 +162,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> StreamApp
     async def ready() -> None:
         async with ready_lock:
             await app.engine.start()
-            if keeper is not None and not keeper.started:
-                await ensure_topics(settings)
+            if keeper is not None:  # the worker command created every topic before this
                 await keeper.start()
 
     async def score(batch: list[Record]) -> list[Out]:
