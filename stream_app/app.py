@@ -1,6 +1,6 @@
 """Faust wiring: ``create_app(settings)`` builds the app, its topics and two thin agents.
 
-Agents read in batches (``stream.take_events``), hand the batch to the :class:`~stream_app.flow.Engine`
+Agents read whole fetched batches (``stream_app.batching``), hand the batch to the :class:`~stream_app.flow.Engine`
 and send what it returns without awaiting each record; the batch is acked only after every send
 is delivered, so a crash replays it (at-least-once) and the store's ``event_id`` claims turn the
 replay into no second prediction. Errors are handled per batch and then per event inside the
@@ -18,18 +18,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
 import orjson
 from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
-from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from stream_app import contract
+from stream_app.batching import BatchConsumer, Record
 from stream_app.errors import ServiceError
-from stream_app.flow import Engine, Out, Record
+from stream_app.flow import Engine, Out
 from stream_app.kafka_io import ensure_topics, make_consumer
 from stream_app.lifecycle import ModelKeeper, require_key
 from stream_app.settings import Settings
@@ -39,31 +39,6 @@ __all__ = ["StreamApp", "create_app"]
 log = logging.getLogger(__name__)
 
 _INFRA_ERRORS = (ServiceError, KafkaError, ProducerSendError, OSError)
-
-
-class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """Faust hard-codes ``fetch_max_wait_ms=1500``; the embedded broker holds every fetch that long."""
-
-    def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = self.app.fetch_max_wait_ms  # type: ignore[attr-defined]
-        return consumer
-
-
-class _Consumer(faust_aiokafka.Consumer):
-    #: (group generation, {tp: offset}): where the labels resume after a restore
-    rewind: tuple[int, dict[Any, int]] | None = None
-
-    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
-        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-    async def perform_seek(self) -> None:
-        """Faust's recovery seeks to the committed offsets (and resets the offsets below which
-        it drops records) in a task of its own; a restore's rewind must come after it."""
-        await super().perform_seek()
-        pending = self.rewind
-        if pending is not None and pending[0] == self.app.consumer_generation_id:
-            await self._thread.seek_wait(pending[1])
 
 
 class StreamApp(faust.App):
@@ -76,7 +51,7 @@ class StreamApp(faust.App):
 
     def _new_transport(self) -> Any:
         transport = super()._new_transport()
-        transport.Consumer = _Consumer
+        transport.Consumer = BatchConsumer
         return transport
 
     async def on_shutdown(self) -> None:
@@ -108,6 +83,9 @@ def _app_options(settings: Settings) -> dict[str, Any]:
         producer_linger=0.002,
         broker_commit_interval=1.0,
         stream_wait_empty=False,
+        # one fetch is one batch (stream_app.batching): its size is the poll limit
+        broker_max_poll_records=settings.batch_max,
+        stream_buffer_maxsize=2 * BatchConsumer.max_pending + 2,
         autodiscover=False,
     )
     if settings.embedded:
@@ -121,11 +99,6 @@ def _app_options(settings: Settings) -> dict[str, Any]:
         opts.update(broker_session_timeout=10.0, broker_heartbeat_interval=1.0,
                     broker_rebalance_timeout=20.0)
     return opts
-
-
-def _records(events: Sequence[Any]) -> list[Record]:
-    return [Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp or 0.0)
-            for m in (ev.message for ev in events)]
 
 
 def create_app(settings: Settings, *, engine: Engine | None = None) -> StreamApp:
@@ -226,14 +199,16 @@ async def _rewind(app: StreamApp, offsets: dict[Any, int]) -> None:
     before, during or after this signal handler, and resets the offset below which it drops
     records. So the offsets are committed (backwards is allowed: we are this generation's
     member), sought now, and sought again at the end of any seek of Faust's in this
-    generation (``_Consumer.perform_seek``).
+    generation (``BatchConsumer.perform_seek``).
     """
     for tp, offset in offsets.items():
         log.info("labels %s[%d]: resuming at offset %d, the restored snapshot's",
                  tp.topic, tp.partition, offset)
     consumer = app.consumer
-    if isinstance(consumer, _Consumer):  # and again when a seek of Faust's own ends after this
+    if isinstance(consumer, BatchConsumer):  # and again when a seek of Faust's own ends after this
         consumer.rewind = (app.consumer_generation_id, dict(offsets))
+        # batches in flight from before the rewind must not commit past it
+        consumer.forget(offsets, committed=offsets)
     thread = consumer._thread  # noqa: SLF001 (the aiokafka consumer lives on this thread)
     await thread.commit(offsets)
     # on the consumer's own thread and loop (Consumer.seek calls aiokafka from ours)
@@ -319,8 +294,7 @@ def _register_batch_agent(
     async def agent(stream: faust.StreamT) -> None:
         await _retrying(f"{name}: starting", ready, app)
         consumed = app.engine.metrics.consumed
-        async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
-            batch = _records(events)
+        async for batch in stream:  # one fetched run of records (stream_app.batching)
             for rec in batch:
                 consumed(rec.topic, rec.partition, rec.offset)
             outs = await _retrying(f"{name}: processing", lambda b=batch: _process_safely(

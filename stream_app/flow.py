@@ -29,6 +29,7 @@ from models.online import ModelOutputError
 from models.registry.types import DataHash
 from models.spec import OnlineModel, build_model, one_hot
 from stream_app import contract
+from stream_app.batching import Record
 from stream_app.engine_metrics import EngineMetrics
 from stream_app.monitoring import DriftStage
 from stream_app.settings import Settings
@@ -37,18 +38,6 @@ from stream_app.validate import Event, Label, Limits, Rejection, parse_event, pa
 __all__ = ["Challenger", "Engine", "Out", "Record"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class Record:
-    """One consumed Kafka record, reduced to what the flow needs."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: float  # Kafka record timestamp, epoch seconds
 
 
 #: (topic, key, value) ready for the producer

@@ -1,0 +1,247 @@
+"""Batch delivery under the Faust agents: one stream item per fetched run of a topic's records.
+
+Faust hands records to agents one at a time: every record becomes a ``ConsumerMessage``, goes
+through the conductor, the stream's queue, four sensor calls, ``wait_first`` and an ack under a
+process-wide lock. That machinery cost about two thirds of a core at 3,000 events/s. Here the
+consumer drains each fetch as **one message per topic** whose value is the list of that fetch's
+records of the topic (:class:`Record`, all its partitions), so the framework cost is paid per
+batch. Everything else stays Faust's: the worker, ``app.agent``, timers, rebalance callbacks,
+flow control during rebalances, the web server.
+
+What a batch must keep (see ``shared/notes/faust-internals.md``):
+
+* **Commit only what was delivered and processed.** Each delivered batch records, per partition,
+  a :class:`Span` ``[first, last]``. The stream acks the batch message after the agent's loop
+  body finished (outputs delivered); :meth:`BatchConsumer._new_offset` then commits, per
+  partition, the end of the longest prefix of acked spans. Offsets between spans (transaction
+  markers, compaction) are covered because a span's commit point is ``last + 1``.
+* **Rebalance safety.** Spans of revoked partitions are dropped with Faust's own offset state, so
+  a batch acked after its partition moved commits nothing (its records come again elsewhere and
+  the ``event_id`` claims turn the replay into no second output). Messages carry the group
+  generation; the stream skips stale ones as it does for single records.
+* **The read-offset filter.** Records below a partition's read offset are dropped, as Faust does,
+  and the read offset moves to the last record delivered.
+* **Back-pressure.** The drain loop waits while the agent's queue holds
+  :attr:`BatchConsumer.max_pending` batches, so memory stays bounded by the fetcher's own
+  prefetch; the aiokafka consumer thread keeps heartbeating meanwhile.
+
+Concurrency stays 1 and per-record isolation is the agent's (``stream_app.app``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+from faust.types.tuples import ConsumerMessage, ack_lock
+from mode.utils.futures import notify
+
+__all__ = ["BatchConsumer", "BatchMessage", "Record", "Span"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Record:
+    """One consumed Kafka record, reduced to what the flow needs."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: float  # Kafka record timestamp, epoch seconds
+
+
+@dataclass(slots=True, eq=False)
+class Span:
+    """The offsets ``[first, last]`` of one partition delivered in one batch."""
+
+    first: int
+    last: int
+    done: bool = False
+
+
+class BatchMessage(ConsumerMessage):
+    """A Faust message whose value is a list of :class:`Record`, with a span per partition."""
+
+    spans: dict[TP, Span]
+
+    @classmethod
+    def of(cls, tp: TP, records: list[Record], spans: dict[TP, Span], generation_id: int,
+           timestamp: float) -> BatchMessage:
+        msg = cls(tp.topic, tp.partition, records[-1].offset, timestamp, 0, None, None, records,
+                  None, 0, 0, tp, generation_id=generation_id)
+        msg.spans = spans
+        return msg
+
+
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust hard-codes ``fetch_max_wait_ms=1500``; the embedded broker holds every fetch that long."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = self.app.fetch_max_wait_ms  # type: ignore[attr-defined]
+        return consumer
+
+
+class BatchConsumer(faust_aiokafka.Consumer):
+    """Faust's aiokafka consumer, draining fetches as :class:`BatchMessage` per topic."""
+
+    #: most batches waiting in one agent's queue before the drain loop waits
+    max_pending: int = 2
+    #: (group generation, {tp: offset}): where the labels resume after a restore
+    rewind: tuple[int, dict[Any, int]] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: per partition, the spans delivered and not yet committed, in delivery order
+        self._spans: dict[TP, deque[Span]] = {}
+
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def perform_seek(self) -> None:
+        """Faust's recovery seeks to the committed offsets (and resets the offsets below which
+        it drops records) in a task of its own; a restore's rewind must come after it."""
+        await super().perform_seek()
+        pending = self.rewind
+        if pending is not None and pending[0] == self.app.consumer_generation_id:
+            await self._thread.seek_wait(pending[1])
+
+    def forget(self, tps: Iterable[TP], committed: Mapping[TP, int] | None = None) -> None:
+        """Drop the spans of ``tps`` (revoked, or sought elsewhere); optionally record the
+        offsets now committed for them, so later commits are judged against those."""
+        for tp in tps:
+            self._spans.pop(tp, None)
+        if committed:
+            self._committed_offset.update(committed)
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        self.forget(revoked)
+        await super().on_partitions_revoked(revoked)
+
+    # -- acks and commits --------------------------------------------------------------------
+    def ack(self, message: Any) -> bool:
+        if not isinstance(message, BatchMessage):
+            return super().ack(message)
+        with ack_lock:
+            if message.acked:
+                return False
+            message.acked = True
+            self._unacked_messages.discard(message)
+            n = 0
+            for span in message.spans.values():
+                span.done = True
+                n += span.last - span.first + 1
+            self._n_acked += n
+            notify(self._waiting_for_ack)
+            return True
+
+    def _filter_tps_with_pending_acks(self, topics: Any = None) -> Any:
+        return (tp for tp, spans in self._spans.items() if spans and spans[0].done
+                and (topics is None or tp in topics or tp.topic in topics))
+
+    def _new_offset(self, tp: TP) -> int | None:
+        spans = self._spans.get(tp)
+        offset = None
+        while spans and spans[0].done:
+            offset = spans.popleft().last + 1
+        return offset
+
+    # -- delivery ----------------------------------------------------------------------------
+    async def _drain_messages(self, fetcher: Any) -> None:  # noqa: C901 - Faust's loop, batched
+        """Faust's fetch loop (``Consumer._drain_messages``), one message per topic per fetch."""
+        consumer_stopped = self._stopped.is_set
+        fetcher_stopped = fetcher._stopped.is_set
+        read_offset = self._read_offset
+        try:
+            while not (consumer_stopped() or fetcher_stopped()):
+                await self.sleep(0)
+                if self.should_stop:
+                    break
+                records, active = await self._wait_next_records(1.0)
+                if not records or self.should_stop:
+                    continue
+                if not self.flow_active:
+                    await self._seek_when_flow_stopped()
+                    continue
+                generation = self.app.consumer_generation_id
+                for topic, runs in _by_topic(records).items():
+                    if self.app.consumer_generation_id != generation or not self.flow_active:
+                        break
+                    batch, spans = self._collect(runs, active, read_offset)
+                    if batch:
+                        await self._deliver(topic, batch, spans, generation)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                return
+            raise
+        except Exception as exc:
+            log.exception("Drain messages raised: %r", exc)
+            raise
+
+    def _collect(self, runs: list[tuple[TP, list[Any]]], active: set[TP] | None,
+                 read_offset: Any) -> tuple[list[Record], dict[TP, Span]]:
+        batch: list[Record] = []
+        spans: dict[TP, Span] = {}
+        for tp, recs in runs:
+            if active is not None and tp not in active and tp not in self._buffered_partitions:
+                continue
+            floor = read_offset.get(tp)
+            if floor is not None and recs and recs[0].offset < floor:
+                recs = [r for r in recs if r.offset >= floor]
+            if not recs:
+                continue
+            self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+            batch.extend(Record(r.topic, r.partition, r.offset, r.key, r.value,
+                                (r.timestamp or 0) / 1000.0) for r in recs)
+            spans[tp] = Span(recs[0].offset, recs[-1].offset)
+        return batch, spans
+
+    async def _deliver(self, topic: str, batch: list[Record], spans: dict[TP, Span],
+                       generation: int) -> None:
+        if self._commit_every is not None and self._n_acked >= self._commit_every:
+            self._n_acked = 0
+            await self.commit()
+        first_tp = next(iter(spans))
+        message = BatchMessage.of(first_tp, batch, spans, generation, batch[-1].timestamp)
+        for tp, span in spans.items():
+            self._spans.setdefault(tp, deque()).append(span)
+        await self.wait_first(self.callback(message), self.suspend_flow.wait())
+        for tp, span in spans.items():
+            self._read_offset[tp] = span.last
+        await self._wait_queues(topic)
+
+    async def _wait_queues(self, topic: str) -> None:
+        """Back-pressure: wait while an agent on ``topic`` has ``max_pending`` batches queued."""
+        channels = self.app.topics._topic_name_index.get(topic, ())  # noqa: SLF001
+        for chan in channels:
+            while chan.queue.qsize() >= self.max_pending and not self.should_stop:
+                if self.app.consumer_generation_id is None or not self.flow_active:
+                    return
+                await asyncio.sleep(0.001)
+
+    async def _seek_when_flow_stopped(self) -> None:
+        try:
+            await self.perform_seek()
+        except Exception as exc:  # as Faust's getmany: logged, the loop goes on
+            log.warning("exception performing seek when flow not active %s", exc)
+
+
+def _by_topic(records: Mapping[TP, list[Any]]) -> dict[str, list[tuple[TP, list[Any]]]]:
+    out: dict[str, list[tuple[TP, list[Any]]]] = {}
+    for tp, recs in records.items():
+        out.setdefault(tp.topic, []).append((tp, recs))
+    return out
