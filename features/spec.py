@@ -11,6 +11,11 @@ plus ``seconds_since_last_by_entity`` when ``since_last`` is on. Windows are wri
 ``<positive integer><unit>`` with unit ``s``, ``m``, ``h``, ``d`` or ``w``; the name keeps the
 window exactly as written.
 
+Each window is kept as fixed time tiles (see ``features.aggregates`` for what a window then
+covers): :data:`TILES_PER_WINDOW` tiles of ``window / 30`` seconds each, or tiles of the
+aggregate's ``tile_s``, which must divide every one of its windows. Windows of one aggregate
+with the same tile size share one :class:`RingSpec`, as long as the longest of them.
+
 >>> from stream_app.settings import AggregateSettings, FeatureSettings
 >>> spec = compile_spec(FeatureSettings(
 ...     aggregates=(AggregateSettings(feature="amount", stats=("count", "mean"),
@@ -18,8 +23,8 @@ window exactly as written.
 ...     since_last=True))
 >>> spec.names
 ('amount_count_by_entity', 'amount_mean_by_entity', 'amount_sum_by_entity_1h', 'seconds_since_last_by_entity')
->>> spec.aggregates[0].horizon_s
-3600.0
+>>> spec.aggregates[0].horizon_s, spec.aggregates[0].rings
+(3600.0, (RingSpec(tile_s=120.0, size=30),))
 >>> compile_spec(FeatureSettings(aggregates=(AggregateSettings(feature="x", stats=("median",)),)))
 Traceback (most recent call last):
 ...
@@ -28,6 +33,7 @@ stream_app.errors.ConfigError: features.aggregates[0] (x): unknown stat 'median'
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -43,7 +49,10 @@ __all__ = [
     "SINCE_LAST",
     "WINDOW_STATS",
     "AggregateSpec",
+    "MAX_TILES",
+    "TILES_PER_WINDOW",
     "FeatureSpec",
+    "RingSpec",
     "WindowSpec",
     "compile_spec",
     "parse_window",
@@ -56,8 +65,21 @@ WINDOW_STATS: Final = ("count", "sum", "mean")
 #: name of the optional recency feature
 SINCE_LAST: Final = "seconds_since_last_by_entity"
 
+#: tiles per window when the aggregate sets no ``tile_s``: edges exact to 1/30 of the window
+TILES_PER_WINDOW: Final = 30
+#: most tiles in one ring (with ``tile_s``): bounds each entity's state
+MAX_TILES: Final = 1440
+
 _UNIT_SECONDS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _WINDOW_RE: Final = re.compile(r"([1-9][0-9]*)([smhdw])")
+
+
+@dataclass(frozen=True, slots=True)
+class RingSpec:
+    """Fixed time tiles of one size, kept for as many tiles as its longest window spans."""
+
+    tile_s: float
+    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +91,9 @@ class WindowSpec:
     count_name: str | None
     sum_name: str | None
     mean_name: str | None
+    #: the window's length in tiles, and its ring (an index into ``AggregateSpec.rings``)
+    tiles: int
+    ring: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +104,11 @@ class AggregateSpec:
     #: ``(output name, index into CUMULATIVE_STATS)`` in declared order
     cumulative: tuple[tuple[str, int], ...]
     windows: tuple[WindowSpec, ...]
-    #: the longest window in seconds (0.0 without windows): how far back points are kept
+    #: the longest window in seconds (0.0 without windows)
     horizon_s: float
     names: tuple[str, ...]
+    #: the tile rings the windows read, in order of first use (empty without windows)
+    rings: tuple[RingSpec, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +117,6 @@ class FeatureSpec:
 
     aggregates: tuple[AggregateSpec, ...]
     since_last: bool
-    max_window_points: int
     entity_ttl_s: int
     #: every output feature name, in a stable order
     names: tuple[str, ...]
@@ -119,7 +145,8 @@ def compile_spec(settings: FeatureSettings) -> FeatureSpec:
     """Validate the declared aggregates and derive every output name.
 
     Raises :class:`~stream_app.errors.ConfigError` for an unknown stat, a bad or repeated
-    window, a feature declared twice or an aggregate with no outputs.
+    window, a ``tile_s`` that does not divide a window (or gives more than :data:`MAX_TILES`
+    tiles), a feature declared twice or an aggregate with no outputs.
     """
     aggregates = tuple(_compile_aggregate(i, a) for i, a in enumerate(settings.aggregates))
     _check_unique((a.feature for a in aggregates), "feature declared in two aggregates")
@@ -130,7 +157,6 @@ def compile_spec(settings: FeatureSettings) -> FeatureSpec:
     return FeatureSpec(
         aggregates=aggregates,
         since_last=settings.since_last,
-        max_window_points=settings.max_window_points,
         entity_ttl_s=settings.entity_ttl_s,
         names=tuple(names),
     )
@@ -148,7 +174,9 @@ def _compile_aggregate(index: int, agg: AggregateSettings) -> AggregateSpec:
     cumulative = tuple(
         (f"{agg.feature}_{stat}_by_entity", CUMULATIVE_STATS.index(stat)) for stat in agg.stats
     )
-    windows = tuple(_window(agg.feature, label, agg.window_stats) for label in agg.windows)
+    sizes: dict[float, int] = {}  # tile size -> longest window in tiles: the rings
+    windows = tuple(_window(where, agg, label, sizes) for label in agg.windows)
+    rings = tuple(RingSpec(tile, size) for tile, size in sizes.items())
     names = tuple(name for name, _ in cumulative) + tuple(
         name
         for w in windows
@@ -158,16 +186,28 @@ def _compile_aggregate(index: int, agg: AggregateSettings) -> AggregateSpec:
     if not names:
         raise ConfigError(f"{where}: no stats and no windows, so no features to compute")
     horizon = max((w.seconds for w in windows), default=0.0)
-    return AggregateSpec(agg.feature, cumulative, windows, horizon, names)
+    return AggregateSpec(agg.feature, cumulative, windows, horizon, names, rings)
 
 
-def _window(feature: str, label: str, stats: tuple[str, ...]) -> WindowSpec:
+def _window(where: str, agg: AggregateSettings, label: str, sizes: dict[float, int]
+            ) -> WindowSpec:
+    """One window, its tiles, and its ring in ``sizes`` (windows of one tile size share one)."""
     seconds = parse_window(label)
+    tile_s = agg.tile_s
+    tiles = TILES_PER_WINDOW if tile_s is None else round(seconds / tile_s)
+    tile = seconds / tiles if tile_s is None else float(tile_s)
+    if tiles < 1 or not math.isclose(tiles * tile, seconds, rel_tol=1e-9):
+        raise ConfigError(f"{where}: tile_s {tile_s} does not divide window {label}")
+    if tiles > MAX_TILES:
+        raise ConfigError(f"{where}: window {label} is {tiles} tiles of {tile_s} s, more than "
+                          f"{MAX_TILES}: choose a larger tile_s")
+    sizes[tile] = max(sizes.get(tile, 0), tiles)
 
     def name(stat: str) -> str | None:
-        return f"{feature}_{stat}_by_entity_{label}" if stat in stats else None
+        return f"{agg.feature}_{stat}_by_entity_{label}" if stat in agg.window_stats else None
 
-    return WindowSpec(label, seconds, name("count"), name("sum"), name("mean"))
+    return WindowSpec(label, seconds, name("count"), name("sum"), name("mean"), tiles,
+                      list(sizes).index(tile))
 
 
 def _check_stats(where: str, stats: tuple[str, ...], allowed: tuple[str, ...]) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from stream_app.errors import ConfigError
@@ -70,6 +70,9 @@ class AggregateSettings(_Frozen):
     windows: tuple[str, ...] = ()
     #: stats computed over each window: any of count, sum, mean
     window_stats: tuple[str, ...] = ("count", "sum", "mean")
+    #: windows are kept as fixed time tiles of this many seconds (it must divide each window);
+    #: default: each window in 30 tiles of window / 30
+    tile_s: float | None = Field(default=None, gt=0)
 
 
 class FeatureSettings(_Frozen):
@@ -78,8 +81,16 @@ class FeatureSettings(_Frozen):
     since_last: bool = False
     #: idle entities expire from the online store after this many seconds
     entity_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
-    #: cap on raw points kept per entity and feature for windowed aggregates (oldest dropped)
-    max_window_points: int = Field(default=10_000, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_fields(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "max_window_points" in data:
+            raise ValueError(
+                "max_window_points was removed: windows are now fixed time tiles, so an "
+                "entity's state no longer grows with its events; delete the setting (tile "
+                "sizes are set per aggregate with tile_s)")
+        return data
 
 
 class RetrainSettings(_Frozen):

@@ -1,7 +1,8 @@
 """Per-entity aggregates: unit tests and a brute-force property test.
 
 The reference below recomputes every aggregate from the raw event list, following the
-semantics documented in ``features.aggregates`` (point in time, open windows, retention).
+semantics documented in ``features.aggregates`` (point in time, windows read from fixed
+tiles, late events, the tiles a ring keeps).
 """
 
 from __future__ import annotations
@@ -17,20 +18,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features.aggregates import compute, fold_events, update
-from features.spec import FeatureSpec, compile_spec
+from features.spec import FeatureSpec, RingSpec, compile_spec
 from stream_app.settings import AggregateSettings, FeatureSettings
 
 ALL_STATS = ("count", "sum", "mean", "min", "max", "last", "std")
 Event = tuple[float, dict[str, Any]]
 
 
-def make_spec(windows: tuple[str, ...] = ("30s", "2m"), cap: int = 10_000) -> FeatureSpec:
+def make_spec(windows: tuple[str, ...] = ("30s", "2m"), tile_s: float | None = None
+              ) -> FeatureSpec:
+    """``a``: the given windows (30 tiles each, or tiles of ``tile_s``); ``b``: a minute in
+    tiles of 15 s next to 2 min and 30 s on the same ring; ``c``: no windows."""
     return compile_spec(FeatureSettings(
         since_last=True,
-        max_window_points=cap,
         aggregates=(
-            AggregateSettings(feature="a", stats=ALL_STATS, windows=windows),
-            AggregateSettings(feature="b", stats=ALL_STATS, windows=("1m",)),
+            AggregateSettings(feature="a", stats=ALL_STATS, windows=windows, tile_s=tile_s),
+            AggregateSettings(feature="b", stats=ALL_STATS, windows=("1m", "2m", "30s"),
+                              tile_s=15),
             AggregateSettings(feature="c", stats=("count", "last")),
         ),
     ))
@@ -74,10 +78,8 @@ def reference(spec: FeatureSpec, events: list[Event], i: int) -> dict[str, float
         }
         for cum_name, index in agg.cumulative:
             out[cum_name] = cumulative[ALL_STATS[index]]
-        kept = sorted(points)[-spec.max_window_points:]   # the cap drops the oldest
-        kept = [p for p in kept if p[0] > latest - agg.horizon_s]   # retention horizon
         for w in agg.windows:
-            inside = [v for ts, _, v in kept if t - w.seconds < ts < t]
+            inside = in_window(agg.rings[w.ring], w.tiles, points, t, latest)
             for name, value in ((w.count_name, len(inside)), (w.sum_name, math.fsum(inside)),
                                 (w.mean_name, statistics.fmean(inside) if inside else 0.0)):
                 if name is not None:
@@ -85,6 +87,17 @@ def reference(spec: FeatureSpec, events: list[Event], i: int) -> dict[str, float
     if spec.since_last:
         out["seconds_since_last_by_entity"] = max(0.0, t - latest)
     return out
+
+
+def in_window(ring: RingSpec, tiles: int, points: list[tuple[float, int, float]], t: float,
+              latest: float) -> list[float]:
+    """The values a window of ``tiles`` tiles covers at ``t``, as the module documents."""
+    def tile(ts: float) -> int:
+        return math.floor(ts / ring.tile_s)
+    lo = max(tile(t) - tiles, tile(latest) - ring.size) + 1   # the ring keeps tiles from here
+    if t >= latest:   # in order: every earlier event of the covered tiles before t
+        return [v for ts, _, v in points if tile(ts) >= lo and ts < t]
+    return [v for ts, _, v in points if lo <= tile(ts) < tile(t)]   # late: not its own tile
 
 
 def assert_matches(spec: FeatureSpec, events: list[Event], rows: list[dict[str, float]]) -> None:
@@ -105,7 +118,9 @@ def assert_matches(spec: FeatureSpec, events: list[Event], rows: list[dict[str, 
 
 # -- the property -------------------------------------------------------------------
 
-timestamps = st.one_of(st.integers(0, 400).map(float), st.floats(0, 400, allow_nan=False))
+# few distinct integer timestamps give ties; the floats land anywhere in a tile, and any
+# unsorted list has late events
+timestamps = st.one_of(st.integers(-20, 400).map(float), st.floats(-20, 400, allow_nan=False))
 values = st.one_of(
     st.floats(-1e6, 1e6, allow_nan=False), st.integers(-1000, 1000),
     st.sampled_from([None, True, "7", math.nan, math.inf, -math.inf, 1e200]),
@@ -114,12 +129,14 @@ event = st.tuples(timestamps, st.dictionaries(st.sampled_from("abcz"), values, m
 
 
 @settings(max_examples=300, deadline=None)
-@given(events=st.lists(event, max_size=40), cap=st.sampled_from([1, 3, 8, 10_000]),
-       sorted_ts=st.booleans())
-def test_aggregates_equal_brute_force(events: list[Event], cap: int, sorted_ts: bool) -> None:
+@given(events=st.lists(event, max_size=40),
+       windows=st.sampled_from([("30s", "2m"), ("10s",), ("1m", "2m", "5m")]),
+       tile_s=st.sampled_from([None, 5.0, 10.0]), sorted_ts=st.booleans())
+def test_aggregates_equal_brute_force(events: list[Event], windows: tuple[str, ...],
+                                      tile_s: float | None, sorted_ts: bool) -> None:
     if sorted_ts:
         events = sorted(events, key=lambda e: e[0])
-    spec = make_spec(cap=cap)
+    spec = make_spec(windows, tile_s)
     rows = run(spec, events)
     assert_matches(spec, events, rows)
     assert run(spec, events, via_json=True) == rows
@@ -159,12 +176,17 @@ def test_point_in_time_excludes_the_event_and_same_timestamp_events() -> None:
     assert rows[2]["seconds_since_last_by_entity"] == 0.0
 
 
-def test_window_lower_bound_is_open() -> None:
-    spec = make_spec()
-    rows = run(spec, [(0.0, {"a": 1.0}), (29.5, {"a": 2.0}), (30.0, {})])
-    assert rows[2]["a_count_by_entity_30s"] == 1.0   # the event exactly 30 s old is out
-    assert rows[2]["a_sum_by_entity_30s"] == 2.0
-    assert rows[2]["a_count_by_entity_2m"] == 2.0
+def test_window_start_is_exact_to_one_tile() -> None:
+    spec = make_spec()   # 30s in tiles of 1 s, 2m in tiles of 4 s
+    rows = run(spec, [(0.0, {"a": 1.0}), (0.5, {"a": 3.0}), (29.5, {"a": 2.0}), (30.2, {})])
+    # at 30.2 the 30 s window is tiles 1..30, i.e. [1, 30.2): 0.5 is 29.7 s old but in tile 0,
+    # the tile that straddles the window start, so it is out (as is 0.0, exactly 30.2 s old)
+    assert rows[3]["a_count_by_entity_30s"] == 1.0
+    assert rows[3]["a_sum_by_entity_30s"] == 2.0
+    assert rows[3]["a_count_by_entity_2m"] == 3.0
+    # an event is never in a window it is w or more seconds older than, tile or not
+    later = run(spec, [(0.0, {"a": 1.0}), (30.0, {})])
+    assert later[1]["a_count_by_entity_30s"] == 0.0
 
 
 def test_population_std_and_cumulative_stats() -> None:
@@ -189,32 +211,52 @@ def test_non_numeric_values_are_skipped_for_that_feature_only(bad: Any) -> None:
 
 def test_late_event_counts_in_later_windows_and_clamps_since_last() -> None:
     spec = make_spec()
-    events = [(100.0, {"a": 1.0}), (80.0, {"a": 10.0}), (105.0, {})]
+    events = [(100.0, {"a": 1.0}), (90.0, {"a": 2.0}), (80.5, {"a": 10.0}), (105.0, {})]
     rows = run(spec, events)
     assert rows[1]["seconds_since_last_by_entity"] == 0.0
-    assert rows[2]["a_sum_by_entity_30s"] == 11.0   # (75, 105): both, the late one included
-    assert rows[2]["a_last_by_entity"] == 1.0        # last = greatest timestamp, not arrival
+    # late at 80.5: tiles 51..79 only (its own tile may hold later events), so 90 and 100 are out
+    assert rows[2]["a_count_by_entity_30s"] == 0.0
+    assert rows[2]["a_count_by_entity"] == 2.0       # cumulative stats count every earlier event
+    assert rows[3]["a_sum_by_entity_30s"] == 13.0    # tiles 76..105: the late ones included
+    assert rows[3]["a_last_by_entity"] == 1.0        # last = greatest timestamp, not arrival
 
 
-def test_cap_drops_the_oldest_points() -> None:
-    spec = make_spec(windows=("1h",), cap=3)
+def test_a_late_event_older_than_the_kept_tiles_is_in_no_window() -> None:
+    spec = make_spec()   # the 2 min ring keeps 30 tiles of 4 s: from 4 * (250 - 29) = 884 s
+    rows = run(spec, [(1000.0, {"a": 1.0}), (880.0, {"a": 5.0}), (900.0, {"a": 7.0}),
+                      (1001.0, {})])
+    assert rows[3]["a_count_by_entity_2m"] == 2.0 and rows[3]["a_sum_by_entity_2m"] == 8.0
+    assert rows[3]["a_count_by_entity"] == 3.0
+
+
+def test_window_state_does_not_grow_with_events() -> None:
+    spec = make_spec(windows=("1h",))
     _, state = fold_events(spec, None, [(float(i), {"a": float(i)}) for i in range(10)])
     out = compute(spec, state, 20.0)
-    assert out["a_count_by_entity_1h"] == 3.0 and out["a_sum_by_entity_1h"] == 7.0 + 8.0 + 9.0
-    assert out["a_count_by_entity"] == 10.0   # cumulative stats are not capped
+    assert out["a_count_by_entity_1h"] == 10.0 and out["a_sum_by_entity_1h"] == 45.0
+    size = len(orjson.dumps(state))
+    _, state = fold_events(spec, state, [(10.0 + i / 10, {"a": 1.0}) for i in range(20_000)])
+    assert len(orjson.dumps(state)) <= size + 200   # a few more digits, no more numbers
+    out = compute(spec, state, 2100.0)
+    assert out["a_count_by_entity_1h"] == 20_010.0 and out["a_count_by_entity"] == 20_010.0
 
 
-def test_points_beyond_the_longest_window_are_pruned() -> None:
+def test_tiles_older_than_the_longest_window_are_cleared() -> None:
     spec = make_spec(windows=("30s",))
     _, state = fold_events(spec, None, [(float(t), {"a": 1.0}) for t in range(0, 1000, 5)])
-    assert len(state["f"]["a"]["t"]) == 6   # 970..995: ts > 995 - 30
+    # at 1000 the window is tiles 971..999: the events at 975, ..., 995
+    assert compute(spec, state, 1000.0)["a_count_by_entity_30s"] == 5.0
+    # a minute on, every tile has left the ring, though the counts stay in the state
+    assert compute(spec, update(spec, state, 1060.0, {}), 1061.0)["a_count_by_entity_30s"] == 0.0
 
 
 def test_long_streams_keep_window_sums_precise() -> None:
-    spec = make_spec(windows=("1m",))
+    spec = make_spec(windows=("1m",))   # tiles of 2 s
     events = [(float(i), {"a": 1e9 + (i % 7) * 0.001}) for i in range(50_000)]
     rows, _ = fold_events(spec, None, events)
-    expected = math.fsum(v["a"] for t, v in events[-61:-1] if t > events[-1][0] - 60)
+    # at 49,999 the minute is tiles 24,970..24,999, i.e. the events at 49,940..49,998
+    expected = math.fsum(v["a"] for t, v in events[49_940:49_999])
+    assert rows[-1]["a_count_by_entity_1m"] == 59.0
     assert math.isclose(rows[-1]["a_sum_by_entity_1m"], expected, rel_tol=1e-14)
 
 
@@ -223,7 +265,15 @@ def test_unknown_state_version_counts_as_empty() -> None:
     state = update(spec, None, 0.0, {"a": 1.0})
     state["v"] = 999
     assert compute(spec, state, 1.0) == dict.fromkeys(spec.names, 0.0)
-    assert update(spec, state, 1.0, {"a": 2.0})["f"]["a"]["n"] == 1
+    assert compute(spec, update(spec, state, 1.0, {"a": 2.0}), 2.0)["a_count_by_entity"] == 1.0
+
+
+def test_a_changed_tile_layout_keeps_the_cumulative_stats_and_restarts_the_windows() -> None:
+    _, state = fold_events(make_spec(), None, [(1.0, {"a": 2.0, "b": 1.0}), (2.0, {"a": 4.0})])
+    out = compute(make_spec(tile_s=10.0), state, 3.0)
+    assert (out["a_count_by_entity"], out["a_mean_by_entity"]) == (2.0, 3.0)
+    assert out["a_count_by_entity_30s"] == 0.0
+    assert out["b_count_by_entity_1m"] == 1.0   # b's layout did not change
 
 
 @pytest.mark.parametrize("ts", [math.nan, math.inf, None, "1", True])

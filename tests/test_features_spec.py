@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from features.spec import SINCE_LAST, FeatureSpec, compile_spec, parse_window
+from features.spec import (
+    MAX_TILES,
+    SINCE_LAST,
+    TILES_PER_WINDOW,
+    FeatureSpec,
+    RingSpec,
+    compile_spec,
+    parse_window,
+)
 from stream_app.errors import ConfigError
 from stream_app.settings import AggregateSettings, FeatureSettings, load_settings
 
@@ -46,10 +54,50 @@ def test_derived_names_in_declared_order() -> None:
 
 def test_defaults_and_settings_fields_carry_over() -> None:
     spec = compile_spec(FeatureSettings(
-        aggregates=(AggregateSettings(feature="amount"),), entity_ttl_s=60, max_window_points=7))
+        aggregates=(AggregateSettings(feature="amount"),), entity_ttl_s=60))
     assert spec.names == ("amount_count_by_entity", "amount_mean_by_entity")
-    assert (spec.entity_ttl_s, spec.max_window_points, spec.since_last) == (60, 7, False)
+    assert (spec.entity_ttl_s, spec.since_last) == (60, False)
+    assert spec.aggregates[0].rings == ()
     assert compile_spec(FeatureSettings()).names == ()
+
+
+def test_windows_default_to_30_tiles_each() -> None:
+    agg = spec_of(AggregateSettings(feature="a", windows=("10m", "1h", "45s"))).aggregates[0]
+    assert agg.rings == (RingSpec(20.0, TILES_PER_WINDOW), RingSpec(120.0, TILES_PER_WINDOW),
+                         RingSpec(1.5, TILES_PER_WINDOW))
+    assert [(w.tiles, w.ring) for w in agg.windows] == [(30, 0), (30, 1), (30, 2)]
+
+
+def test_tile_s_puts_the_windows_on_one_ring_as_long_as_the_longest() -> None:
+    agg = spec_of(AggregateSettings(feature="a", windows=("10m", "1h", "30m"),
+                                    tile_s=60)).aggregates[0]
+    assert agg.rings == (RingSpec(60.0, 60),)
+    assert [(w.tiles, w.ring) for w in agg.windows] == [(10, 0), (60, 0), (30, 0)]
+    assert spec_of(AggregateSettings(feature="a", windows=("1s",), tile_s=0.25)
+                   ).aggregates[0].rings == (RingSpec(0.25, 4),)
+
+
+@pytest.mark.parametrize(
+    ("windows", "tile_s", "message"),
+    [(("10m", "1h"), 7, "tile_s 7.0 does not divide window 10m"),
+     (("30s",), 60, "tile_s 60.0 does not divide window 30s"),
+     (("1d",), 1, f"window 1d is 86400 tiles of 1.0 s, more than {MAX_TILES}")],
+)
+def test_bad_tile_s_is_a_config_error(windows: tuple[str, ...], tile_s: float, message: str
+                                      ) -> None:
+    with pytest.raises(ConfigError, match=message):
+        spec_of(AggregateSettings(feature="a", windows=windows, tile_s=tile_s))
+    with pytest.raises(ConfigError, match="tile_s"):
+        load_settings(environ={}, features={"aggregates": [{"feature": "a", "tile_s": 0}]})
+
+
+def test_max_window_points_was_removed_with_a_clear_error() -> None:
+    for features in ({"max_window_points": 5000}, {"max_window_points": 0}):
+        with pytest.raises(ConfigError, match="max_window_points was removed: windows are "
+                                              "now fixed time tiles"):
+            load_settings(environ={}, features=features)
+    with pytest.raises(ConfigError, match="max_window_points was removed"):
+        load_settings(environ={"STREAM_FEATURES__MAX_WINDOW_POINTS": "10000"})
 
 
 @pytest.mark.parametrize(
