@@ -161,23 +161,56 @@ def busy_neighbours(seconds: float = 1.0, threshold: float = 0.15) -> list[str]:
 
 @dataclass
 class CpuSampler:
-    """Samples CPU seconds and RSS of named processes every ``interval_s`` (an asyncio task)."""
+    """Samples CPU seconds and RSS of named processes every ``interval_s`` (an asyncio task).
+
+    The CPU of the processes named in ``tree`` includes their children's (live ones, and
+    those they waited for).
+    """
 
     procs: dict[str, psutil.Process]
     interval_s: float = 0.5
     samples: list[tuple[float, dict[str, float], dict[str, int]]] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
+    tree: frozenset[str] = frozenset()
+
+    def _cpu(self, name: str, p: psutil.Process) -> float:
+        t = p.cpu_times()
+        total = t.user + t.system
+        if name in self.tree:
+            total += t.children_user + t.children_system
+            for child in p.children(recursive=True):
+                try:
+                    c = child.cpu_times()
+                    total += c.user + c.system
+                except psutil.Error:
+                    pass
+        return total
 
     def sample(self) -> None:
         cpu, rss = {}, {}
         for name, p in self.procs.items():
             try:
-                t = p.cpu_times()
-                cpu[name] = t.user + t.system
+                cpu[name] = self._cpu(name, p)
                 rss[name] = p.memory_info().rss
             except psutil.Error:
                 continue
         self.samples.append((time.time(), cpu, rss))
+
+    def cpu_seconds(self, name: str, t0: float, t1: float) -> float:
+        """CPU seconds ``name`` used between wall times t0 and t1 (linear between samples)."""
+        points = [(s[0], s[1][name]) for s in self.samples if name in s[1]]
+
+        def at(t: float) -> float:
+            if not points:
+                return math.nan
+            if t <= points[0][0]:
+                return points[0][1]
+            for (ta, ca), (tb, cb) in zip(points, points[1:], strict=False):
+                if ta <= t <= tb:
+                    return ca + (cb - ca) * ((t - ta) / (tb - ta) if tb > ta else 1.0)
+            return points[-1][1]
+
+        return at(t1) - at(t0)
 
     async def _run(self) -> None:
         while True:
@@ -220,23 +253,33 @@ class Dataset:
     event_ids: list[str]
     events: list[tuple[bytes, bytes]]  # (key = entity_id, value)
     labels: list[tuple[bytes, bytes]]  # (key = event_id, value)
+    truth: list[bool] = field(default_factory=list)  # each event's label, in event order
+
+
+def _numeric_only(event: dict[str, Any]) -> dict[str, Any]:
+    """The event without its string features (``synthetic`` always adds ``channel``)."""
+    return {**event, "features": {k: v for k, v in event["features"].items()
+                                  if not isinstance(v, str)}}
 
 
 def make_dataset(n: int, *, seed: int = 42, entities: int = 500, zipf: float = 1.1,
                  start: float | None = None, spacing_s: float = 0.001,
-                 label_delay_s: float = 0.0) -> Dataset:
-    """``n`` synthetic events (stream_app.datasets.synthetic) and one label per event."""
+                 label_delay_s: float = 0.0, n_features: int = 4,
+                 numeric_only: bool = False) -> Dataset:
+    """``n`` synthetic events (stream_app.datasets.synthetic, numeric ``f0..f{n_features-1}``
+    plus ``channel`` unless ``numeric_only``) and one label per event."""
     start = time.time() if start is None else start
-    ids, events, labels = [], [], []
-    for item in synthetic(seed, n, n_entities=entities, zipf_s=zipf, start=start,
-                          step_s=spacing_s):
-        ev = item.event
+    ids, events, labels, truth = [], [], [], []
+    for item in synthetic(seed, n, n_features=n_features, n_entities=entities, zipf_s=zipf,
+                          start=start, step_s=spacing_s):
+        ev = _numeric_only(item.event) if numeric_only else item.event
         ids.append(ev["event_id"])
         events.append((ev["entity_id"].encode(), orjson.dumps(ev)))
         labels.append((ev["event_id"].encode(), orjson.dumps(
             {"event_id": ev["event_id"], "label": item.label,
              "timestamp": round(ev["timestamp"] + label_delay_s, 6)})))
-    return Dataset(ids, events, labels)
+        truth.append(bool(item.label))
+    return Dataset(ids, events, labels, truth)
 
 
 async def publish_all(settings: Settings, records: Iterable[tuple[str, bytes, bytes]],
