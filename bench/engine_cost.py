@@ -1,4 +1,4 @@
-"""CPU cost of the engine alone (``stream_app.flow.Engine``), without Kafka or Faust.
+"""CPU cost of the engine alone (``stream_app.pipeline.engine.Engine``), without Kafka or Faust.
 
 Feeds the same synthetic events and labels the throughput benchmark publishes straight into
 ``Engine.process_events`` / ``Engine.process_labels`` in batches of ``--batch`` (events first,
@@ -44,8 +44,9 @@ from benchlib import DEFAULT_CONFIG, Dataset, make_dataset, new_tag  # noqa: E40
 
 from features.store import encode_state  # noqa: E402
 from stream_app.datasets import synthetic  # noqa: E402
-from stream_app.flow import Engine, Record  # noqa: E402
-from stream_app.monitoring import DriftStage  # noqa: E402
+from stream_app.pipeline.drift import DriftStage  # noqa: E402
+from stream_app.pipeline.engine import Engine  # noqa: E402
+from stream_app.pipeline.records import Record, encode  # noqa: E402
 from stream_app.settings import DriftSettings, FeatureSettings, load_settings  # noqa: E402
 
 
@@ -103,14 +104,14 @@ async def run(args: argparse.Namespace) -> None:
         for i in range(0, len(evs), args.batch):
             if args.labels_first and not args.no_labels:  # labels park, commit_batch learns
                 t0 = time.perf_counter()
-                await engine.process_labels(labs[i:i + args.batch])
+                encode(await engine.process_labels(labs[i:i + args.batch]))
                 t_labels += time.perf_counter() - t0
             t0 = time.perf_counter()
-            await engine.process_events(evs[i:i + args.batch])
+            encode(await engine.process_events(evs[i:i + args.batch]))  # serialised, as at emit
             t_events += time.perf_counter() - t0
             if not args.labels_first and not args.no_labels:  # labels join stored snapshots
                 t0 = time.perf_counter()
-                await engine.process_labels(labs[i:i + args.batch])
+                encode(await engine.process_labels(labs[i:i + args.batch]))
                 t_labels += time.perf_counter() - t0
         if prof:
             prof.disable()

@@ -32,8 +32,9 @@ from aiokafka.abc import ConsumerRebalanceListener  # noqa: E402
 from aiokafka.structs import OffsetAndMetadata  # noqa: E402
 
 from stream_app import contract  # noqa: E402
-from stream_app.flow import Engine, Record  # noqa: E402
 from stream_app.kafka_io import ensure_topics  # noqa: E402
+from stream_app.pipeline.engine import Engine  # noqa: E402
+from stream_app.pipeline.records import Record, encode  # noqa: E402
 from stream_app.settings import Settings, load_settings  # noqa: E402
 
 log = logging.getLogger("raw-engine")
@@ -89,7 +90,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 outs += await engine.process_labels(labels)
             if events:
                 outs += await engine.process_events(events)
-            futures = [await producer.send(t, v, key=k) for t, k, v in outs]
+            futures = [await producer.send(t, v, key=k) for t, k, v in encode(outs)]
             if inflight is not None:  # the previous batch is delivered: its offsets may commit
                 await asyncio.gather(*inflight[0])
                 delivered.update(inflight[1])

@@ -21,6 +21,7 @@ Values at or below ``1e-9`` (zero, negatives) share one bucket and report as 0.0
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 __all__ = ["Percentiles"]
 
@@ -58,6 +59,34 @@ class Percentiles:
             return
         i = min(max(self._index(v), self._lo), self._hi)
         self._buckets[i] = self._buckets.get(i, 0) + 1
+
+    def add_many(self, values: Iterable[float]) -> None:
+        """Record several samples; the same as :meth:`add` for each, one bucket lookup apiece.
+
+        >>> a, b = Percentiles(), Percentiles()
+        >>> xs = [0.0, 0.5, 3.0, 3.0, float("nan"), 1e15, -2.0]
+        >>> for x in xs:
+        ...     a.add(x)
+        >>> b.add_many(xs)
+        >>> a.summary() == b.summary() and a._buckets == b._buckets and a._zeros == b._zeros
+        True
+        """
+        buckets, index, lo, hi = self._buckets, self._index, self._lo, self._hi
+        isfinite = math.isfinite
+        top = self.max
+        for v in values:
+            if not isfinite(v):
+                continue
+            self.n += 1
+            if top is None or v > top:
+                top = v
+            if v <= _LOW:
+                self._zeros += 1
+                continue
+            i = index(v)
+            i = lo if i < lo else hi if i > hi else i
+            buckets[i] = buckets.get(i, 0) + 1
+        self.max = top
 
     def quantile(self, q: float) -> float | None:
         """The ``q``-quantile (0 <= q <= 1), or None before the first sample."""

@@ -1,6 +1,6 @@
 """Faust wiring: ``create_app(settings)`` builds the app, its topics and two thin agents.
 
-Agents read whole fetched batches (``stream_app.batching``), hand the batch to the :class:`~stream_app.flow.Engine`
+Agents read whole fetched batches (``stream_app.batching``), hand the batch to the :class:`~stream_app.pipeline.engine.Engine`
 and send what it returns without awaiting each record; the batch is acked only after every send
 is delivered, so a crash replays it (at-least-once) and the store's ``event_id`` claims turn the
 replay into no second prediction. Errors are handled per batch and then per event inside the
@@ -27,11 +27,13 @@ from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 
 from stream_app import contract
-from stream_app.batching import BatchConsumer, Record
+from stream_app.batching import BatchConsumer
 from stream_app.errors import ServiceError
-from stream_app.flow import Engine, Out
 from stream_app.kafka_io import ensure_topics, make_consumer
 from stream_app.lifecycle import ModelKeeper, require_key
+from stream_app.pipeline.emit import Emitter
+from stream_app.pipeline.engine import Engine
+from stream_app.pipeline.records import Output, Record
 from stream_app.settings import Settings
 
 __all__ = ["StreamApp", "create_app"]
@@ -81,6 +83,7 @@ def _app_options(settings: Settings) -> dict[str, Any]:
         datadir=str(settings.data_dir / "faust"),
         consumer_auto_offset_reset="earliest",
         producer_linger=0.002,
+        producer_max_batch_size=512 * 1024,  # stream_app.pipeline.emit appends a batch's records to one
         broker_commit_interval=1.0,
         stream_wait_empty=False,
         # one fetch is one batch (stream_app.batching): its size is the poll limit
@@ -123,11 +126,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> StreamApp
     topics = {name: topic(name) for name in contract.TOPICS}
     app.contract_topics = topics  # type: ignore[attr-defined]
 
-    async def send_all(outs: list[Out]) -> None:
-        producer = app.producer
-        futures = [await producer.send(t, k, v, None, None, None) for t, k, v in outs]
-        if futures:
-            await asyncio.gather(*futures)
+    send_all = Emitter(lambda: app.producer._ensure_producer()).send  # noqa: SLF001
 
     keeper = app.keeper
     ready_lock = asyncio.Lock()
@@ -138,13 +137,13 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> StreamApp
             if keeper is not None:  # the worker command created every topic before this
                 await keeper.start()
 
-    async def score(batch: list[Record]) -> list[Out]:
+    async def score(batch: list[Record]) -> list[Output]:
         outs = await app.engine.process_events(batch)
         if keeper is not None:
             outs += await keeper.on_outputs(outs)
         return outs
 
-    async def learn(batch: list[Record]) -> list[Out]:
+    async def learn(batch: list[Record]) -> list[Output]:
         outs = await app.engine.process_labels(batch)
         if keeper is not None:
             outs += await keeper.on_outputs(outs)
@@ -216,7 +215,7 @@ async def _rewind(app: StreamApp, offsets: dict[Any, int]) -> None:
 
 
 def _register_lifecycle(app: StreamApp, keeper: ModelKeeper,
-                        send_all: Callable[[list[Out]], Awaitable[None]]) -> None:
+                        send_all: Callable[[list[Output]], Awaitable[None]]) -> None:
     conf = app.settings.lifecycle
 
     @app.timer(interval=min(1.0, conf.snapshot_interval_s / 2))
@@ -246,7 +245,7 @@ async def _guarded(what: str, step: Awaitable[Any]) -> Any:
 
 
 async def _follow_signals(app: StreamApp, keeper: ModelKeeper,
-                          send_all: Callable[[list[Out]], Awaitable[None]]) -> None:
+                          send_all: Callable[[list[Output]], Awaitable[None]]) -> None:
     from aiokafka import TopicPartition
 
     settings = app.settings
@@ -285,8 +284,8 @@ def _register_batch_agent(
     app: StreamApp,
     source: faust.TopicT,
     name: str,
-    process: Callable[[list[Record]], Awaitable[list[Out]]],
-    send_all: Callable[[list[Out]], Awaitable[None]],
+    process: Callable[[list[Record]], Awaitable[list[Output]]],
+    send_all: Callable[[list[Output]], Awaitable[None]],
     ready: Callable[[], Awaitable[None]],
 ) -> None:
     settings = app.settings
@@ -328,8 +327,8 @@ async def _retrying(what: str, attempt: Callable[[], Awaitable[Any]], app: Strea
             delay = min(max_delay_s, delay * 2)
 
 
-async def _process_safely(app: StreamApp, process: Callable[[list[Record]], Awaitable[list[Out]]],
-                          batch: list[Record]) -> list[Out]:
+async def _process_safely(app: StreamApp, process: Callable[[list[Record]], Awaitable[list[Output]]],
+                          batch: list[Record]) -> list[Output]:
     """Process a batch; if it fails on a record, isolate it and dead-letter only the culprit.
 
     Infrastructure errors are not the record's fault: they propagate to :func:`_retrying`.
@@ -342,7 +341,7 @@ async def _process_safely(app: StreamApp, process: Callable[[list[Record]], Awai
         if app.should_stop:  # shutting down: not the records' fault; unacked, they come again
             raise
         log.exception("batch of %d failed; retrying one record at a time", len(batch))
-    outs: list[Out] = []
+    outs: list[Output] = []
     for rec in batch:
         try:
             outs.extend(await process([rec]))
@@ -350,10 +349,8 @@ async def _process_safely(app: StreamApp, process: Callable[[list[Record]], Awai
             raise
         except Exception as exc:  # an error we did not foresee: never a silent skip
             log.exception("record %s[%d]@%d failed", rec.topic, rec.partition, rec.offset)
-            app.engine.metrics.dead_letter("processing_error")
-            outs.append((app.settings.topic(contract.DEAD_LETTERS), rec.key, contract.dead_letter(
-                rec.value, rec.topic, rec.partition, rec.offset, "processing_error",
-                f"{type(exc).__name__}: {exc}")))
+            outs.append(app.engine.dead_letter(rec, "processing_error",
+                                               f"{type(exc).__name__}: {exc}"))
     return outs
 
 

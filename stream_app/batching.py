@@ -42,21 +42,11 @@ from faust.types import TP
 from faust.types.tuples import ConsumerMessage, ack_lock
 from mode.utils.futures import notify
 
-__all__ = ["BatchConsumer", "BatchMessage", "Record", "Span"]
+from stream_app.pipeline.records import Record
+
+__all__ = ["BatchConsumer", "BatchMessage", "Span"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class Record:
-    """One consumed Kafka record, reduced to what the flow needs."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: float  # Kafka record timestamp, epoch seconds
 
 
 @dataclass(slots=True, eq=False)

@@ -13,6 +13,7 @@ import os
 import socket
 import time
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from models.metrics import Percentiles, PrequentialMetrics
@@ -95,8 +96,9 @@ class EngineMetrics:
     def dead_letter(self, reason: str) -> None:
         self.dead_letters[reason] += 1
 
-    def observe_latency_ms(self, ms: float) -> None:
-        self.latency.add(max(0.0, ms))
+    def observe_latencies_ms(self, ms: Iterable[float]) -> None:
+        """End-to-end latencies of a batch's predictions (never negative)."""
+        self.latency.add_many(ms)
 
     def label_joined(self, y: bool, score: float, threshold: float, *, delay_s: float) -> None:
         self.labels_joined += 1

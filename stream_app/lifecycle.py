@@ -38,7 +38,9 @@ from models.registry.types import StageChange, VersionInfo, utc_now
 from models.spec import OnlineModel, build_model
 from stream_app import contract
 from stream_app.errors import CheckpointError, ConfigError, ModelNotFoundError
-from stream_app.flow import Challenger, Engine, Out, Record
+from stream_app.pipeline.engine import Engine
+from stream_app.pipeline.records import Out, Output, Record, RetrainSignal
+from stream_app.pipeline.shadow import Challenger
 from stream_app.settings import ModelSettings, Settings, StepSettings
 
 __all__ = ["ModelKeeper", "model_spec", "require_key"]
@@ -69,7 +71,7 @@ def model_spec(steps: tuple[StepSettings, ...]) -> dict[str, Any]:
 
 
 class ModelKeeper:
-    """Moves models between the registry and an :class:`~stream_app.flow.Engine`."""
+    """Moves models between the registry and an :class:`~stream_app.pipeline.engine.Engine`."""
 
     def __init__(self, settings: Settings, engine: Engine,
                  registry: ModelRegistry | None = None) -> None:
@@ -278,7 +280,7 @@ class ModelKeeper:
         info = await self.registry.save_snapshot(
             self.name, model.version,
             {"pipeline": model.pipeline, "prequential": engine.metrics.prequential,
-             "label_ahead": {p: sorted(o) for p, o in engine.label_ahead.items() if o}},
+             "label_ahead": engine.ledger.saved()},
             learn_count=learned, label_offsets=offsets, data_hash=engine.data_hash.hexdigest(),
             metrics=engine.metrics.prequential.snapshot())
         if engine.model is model:
@@ -299,28 +301,34 @@ class ModelKeeper:
 
     # -- champion and challenger ------------------------------------------------------------
     async def on_signals(self, records: list[Record]) -> list[Out]:
-        """Retrain signals (from any worker's drift stage, or by hand): spawn a challenger."""
+        """Retrain signals read from Kafka (any worker's drift stage, or by hand)."""
         out: list[Out] = []
         for rec in records:
             try:
                 signal = orjson.loads(rec.value or b"")
             except orjson.JSONDecodeError:
                 continue
-            if not isinstance(signal, dict) or signal.get("model") != self.name:
-                continue
-            signal_id = str(signal.get("signal_id"))
-            if signal_id in self._signals_seen:  # acted on it in process, before Kafka had it
-                continue
-            self._signals_seen.add(signal_id)
-            out += await self.challenge(f"retrain signal {signal_id}: {signal.get('reason')}",
-                                        since_change=signal.get("reason") == "performance_drift")
+            if isinstance(signal, dict):
+                out += await self._on_signal(signal.get("model"), str(signal.get("signal_id")),
+                                             signal.get("reason"))
         return out
 
-    async def on_outputs(self, outs: list[Out]) -> list[Out]:
+    async def on_outputs(self, outs: list[Output]) -> list[Out]:
         """Act at once on the retrain signals this (learner) worker's own drift stage raised."""
-        topic = self.settings.topic(contract.RETRAIN_SIGNALS)
-        mine = [Record(t, 0, 0, k, v, 0.0) for t, k, v in outs if t == topic]
-        return await self.on_signals(mine) if mine and self.learner else []
+        out: list[Out] = []
+        if self.learner:
+            for o in outs:
+                if isinstance(o, RetrainSignal):
+                    out += await self._on_signal(o.model, o.signal_id, o.reason)
+        return out
+
+    async def _on_signal(self, model: Any, signal_id: str, reason: Any) -> list[Out]:
+        """Spawn a challenger for a retrain signal of this model, once per signal id."""
+        if model != self.name or signal_id in self._signals_seen:
+            return []  # another model's, or acted on in process before Kafka had it
+        self._signals_seen.add(signal_id)
+        return await self.challenge(f"retrain signal {signal_id}: {reason}",
+                                    since_change=reason == "performance_drift")
 
     async def challenge(self, reason: str, *, since_change: bool = False) -> list[Out]:
         """Create, warm-start and start shadowing a challenger (the learner, one at a time).

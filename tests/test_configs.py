@@ -22,7 +22,8 @@ from features.spec import compile_spec
 from models.spec import build_model
 from stream_app.datasets import LabelledEvent, synthetic
 from stream_app.errors import ConfigError, ModelSpecError
-from stream_app.flow import Engine, Record
+from stream_app.pipeline.engine import Engine
+from stream_app.pipeline.records import Record, encode
 from stream_app.settings import Settings, load_settings
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -105,7 +106,7 @@ async def _replay(path: Path, mutate: Callable[[int, LabelledEvent], None] | Non
 
 
 def _collect(run: Run, out: list[tuple[str, bytes | None, bytes]]) -> None:
-    for topic, _key, value in out:
+    for topic, _key, value in encode(out):
         run.emitted += 1
         if topic != "predictions":
             run.other_topics.append(f"{topic}: {value[:300]!r}")

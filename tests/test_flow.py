@@ -7,7 +7,8 @@ import time
 import orjson
 import pytest
 
-from stream_app.flow import Engine, Record
+from stream_app.pipeline.engine import Engine
+from stream_app.pipeline.records import Record, encode
 from stream_app.settings import load_settings
 from tests.kafka_helpers import event, label
 
@@ -26,7 +27,7 @@ async def engine():
 
 
 def outputs(outs, topic: str) -> list[dict]:
-    return [orjson.loads(v) for t, _, v in outs if t == topic]
+    return [orjson.loads(v) for t, _, v in encode(outs) if t == topic]
 
 
 async def test_latency_is_reported_in_milliseconds(engine: Engine) -> None:
@@ -58,7 +59,7 @@ async def test_early_label_waits_for_its_event_then_goes_back_and_is_learned_onc
     assert engine.metrics.labels_parked == 1 and engine.metrics.learned == 0
     outs = await engine.process_events([rec(0, event("e1", v=1.0))])
     # taken once the event is scored, and sent back to labels (so it is learned from an offset)
-    assert [(t, k, v) for t, k, v in outs if t == "labels"] == [("labels", b"e1", early)]
+    assert [(t, k, v) for t, k, v in encode(outs) if t == "labels"] == [("labels", b"e1", early)]
     assert engine.metrics.learned == 0 and engine.metrics.labels_forwarded == 1
     await engine.process_labels([rec(1, early, topic="labels")])
     assert engine.metrics.learned == 1

@@ -16,8 +16,9 @@ import pytest
 
 from stream_app import contract
 from stream_app.errors import ConfigError
-from stream_app.flow import Engine, Record
 from stream_app.lifecycle import ModelKeeper, require_key
+from stream_app.pipeline.engine import Engine
+from stream_app.pipeline.records import Record, encode
 from stream_app.settings import Settings, load_settings
 from tests.conftest import TEST_REGISTRY_KEY
 from tests.kafka_helpers import event, label
@@ -78,7 +79,7 @@ def weights(engine: Engine) -> dict[str, float]:
 
 
 def topic_values(outs: list[tuple[str, bytes | None, bytes]], topic: str) -> list[dict[str, Any]]:
-    return [orjson.loads(v) for t, _, v in outs if t == topic]
+    return [orjson.loads(v) for t, _, v in encode(outs) if t == topic]
 
 
 async def test_first_start_creates_version_1_in_production_and_says_so(tmp_path: Path) -> None:
@@ -154,7 +155,7 @@ async def test_a_label_and_its_sent_back_copy_in_one_replayed_batch(tmp_path: Pa
     await a.engine.process_labels([Record("labels", 0, 0, b"e1", early, 0.0)])  # parked
     outs = await a.engine.process_events([Record("events", 0, 0, b"k", event("e1", a=1.0, b=1.0),
                                                  time.time())])
-    (copy,) = [v for t, _, v in outs if t == contract.LABELS]
+    (copy,) = [v for t, _, v in encode(outs) if t == contract.LABELS]
     await a.engine.process_labels([Record("labels", 0, 1, b"e1", copy, 0.0)])
     assert a.engine.metrics.learned == 1  # learned from the copy, at offset 1
     b = Worker(s, store=a.engine.store)
@@ -223,7 +224,7 @@ async def test_a_scorer_forwards_an_early_label_to_the_learner(tmp_path: Path) -
     await learner.engine.process_labels([Record("labels", 0, 0, b"e1", label("e1", True), 0.0)])
     outs = await scorer.engine.process_events([Record("events", 2, 0, b"k",
                                                       event("e1", a=1.0, b=1.0), time.time())])
-    (fwd,) = [(k, v) for t, k, v in outs if t == contract.LABELS]
+    (fwd,) = [(k, v) for t, k, v in encode(outs) if t == contract.LABELS]
     assert fwd[0] == b"e1" and scorer.engine.metrics.learned == 0
     await learner.engine.process_labels([Record("labels", 0, 1, fwd[0], fwd[1], 0.0)])
     assert learner.engine.metrics.learned == 1

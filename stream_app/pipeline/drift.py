@@ -20,10 +20,10 @@ Every record says whose windows it describes: ``"scope": {"worker": "host:pid", 
 >>> for i in range(400):
 ...     v = rng.gauss(0, 1) + (3.0 if i >= 200 else 0.0)
 ...     outs += stage.observe({"v": v}, {"v": v, "c": "a"}, score=0.5, timestamp=float(i))
->>> [(t, orjson.loads(v)["subject"], orjson.loads(v)["drift"]) for t, _, v in outs
-...  if t == "drift"]
+>>> [(t, orjson.loads(v)["subject"], orjson.loads(v)["drift"]) for t, _, v in
+...  (o for o in outs if isinstance(o, tuple)) if t == "drift"]
 [('drift', 'v', True)]
->>> [orjson.loads(v)["reason"] for t, _, v in outs if t == "retrain-signals"]
+>>> [o.reason for o in outs if isinstance(o, RetrainSignal)]
 ['feature_drift']
 >>> stage.assign_partitions({2, 0})
 >>> _, _, summary = stage.summary()
@@ -45,11 +45,10 @@ import orjson
 from models.drift import DriftEvent, DriftMonitor, PerformanceChange, PerformanceDrift
 from models.drift.monitor import SubjectSummary
 from stream_app import contract
+from stream_app.pipeline.records import Out, Output, RetrainSignal
 from stream_app.settings import Settings
 
 __all__ = ["DriftStage"]
-
-Out = tuple[str, bytes | None, bytes]
 
 _PREDICTION = "__score__"
 
@@ -77,7 +76,7 @@ class DriftStage:
 
     # -- inputs -------------------------------------------------------------------------------
     def observe(self, x: Mapping[str, float], features: Mapping[str, Any], *,
-                score: float | None, timestamp: float) -> list[Out]:
+                score: float | None, timestamp: float) -> list[Output]:
         """One scored event: ``x`` the model input, ``features`` the raw event features;
         ``score`` None while the model is still warming up (see ``prediction_warmup``)."""
         if not self.conf.enabled:
@@ -88,7 +87,7 @@ class DriftStage:
         events = self.monitor.update(values, score=score, timestamp=timestamp)
         return self._episodes(events) if events else []
 
-    def observe_label(self, y: bool, score: float) -> list[Out]:
+    def observe_label(self, y: bool, score: float) -> list[Output]:
         if self.performance is None:
             return []
         change = self.performance.update(y, score)
@@ -144,10 +143,10 @@ class DriftStage:
             correction=conf.correction, recovery_checks=conf.recovery_checks,
             confirm_checks=conf.confirm_checks, relearn_on_close=conf.relearn_on_close)
 
-    def _episodes(self, events: list[DriftEvent]) -> list[Out]:
+    def _episodes(self, events: list[DriftEvent]) -> list[Output]:
         assert self.monitor is not None
         state = {s.subject: s for s in self.monitor.summary()}
-        out: list[Out] = []
+        out: list[Output] = []
         for e in events:
             drift_id = uuid.uuid4().hex
             if e.event == "open":
@@ -175,7 +174,7 @@ class DriftStage:
             "scope": self.scope,
         }
 
-    def _performance(self, c: PerformanceChange) -> list[Out]:
+    def _performance(self, c: PerformanceChange) -> list[Output]:
         drift_id = uuid.uuid4().hex
         record = {
             "drift_id": drift_id, "record": "episode", "kind": "performance",
@@ -190,13 +189,13 @@ class DriftStage:
             "detected_at": time.time(), "loss": c.loss, "index": c.index,
             "scope": self.scope,
         }
-        out: list[Out] = [(self._t_drift, b"prequential_loss", orjson.dumps(record))]
+        out: list[Output] = [(self._t_drift, b"prequential_loss", orjson.dumps(record))]
         if record["drift"] and self.settings.drift.retrain.on_performance_drift:
             out.extend(self._signal("performance_drift", [drift_id]))
         return out
 
     # -- retrain policy -----------------------------------------------------------------------
-    def _policy(self) -> list[Out]:
+    def _policy(self) -> list[Output]:
         rule = self.conf.retrain
         features = [d for s, d in self._open.items() if s != _PREDICTION]
         if rule.min_feature_subjects and len(features) >= rule.min_feature_subjects:
@@ -205,15 +204,14 @@ class DriftStage:
             return self._signal("prediction_drift", [self._open[_PREDICTION]])
         return []
 
-    def _signal(self, reason: str, evidence: list[str]) -> list[Out]:
+    def _signal(self, reason: str, evidence: list[str]) -> list[Output]:
         now = time.monotonic()
         if now - self._last_signal < self.conf.retrain.cooldown_s:
             self.signals_suppressed += 1
             return []
         self._last_signal = now
-        return [(self._t_retrain, self.model.encode(), contract.retrain_signal(
-            signal_id=uuid.uuid4().hex, model=self.model, model_version=self.model_version,
-            reason=reason, evidence=evidence, emitted_at=time.time()))]
+        return [RetrainSignal(self._t_retrain, uuid.uuid4().hex, self.model, self.model_version,
+                              reason, time.time(), evidence)]
 
 
 def _kind(kind: str) -> str:

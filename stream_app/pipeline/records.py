@@ -1,0 +1,122 @@
+"""Typed records: what the pipeline consumes and what it emits, serialised once, at emit.
+
+A consumed :class:`Record` is a Kafka record reduced to what the flow needs. The stages return
+typed outputs (:class:`Prediction`, :class:`DeadLetter`, :class:`RetrainSignal`) that other
+stages can read without parsing bytes; :func:`encode` turns them into ``(topic, key, value)``
+for the producer, with the wire format of ``stream_app.contract``. Records that are bytes
+already (a label sent back, a ``models`` stage change, a drift episode) travel as :data:`Out`.
+
+>>> p = Prediction("predictions", "e1", "alice", "m", "1", 0.75, True, 10.0, 11.0, 2.5, 0)
+>>> topic, key, value = encode([p])[0]
+>>> topic, key, orjson.loads(value)["score"]
+('predictions', b'e1', 0.75)
+>>> d = DeadLetter.of("dead-letters", Record("events", 2, 41, b"k", b"{oops", 0.0),
+...                   "invalid_json", "bad")
+>>> orjson.loads(encode([d])[0][2])["offset"], d.reason
+(41, 'invalid_json')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import orjson
+
+from stream_app import contract
+
+__all__ = ["DeadLetter", "Out", "Output", "Prediction", "Record", "RetrainSignal", "encode"]
+
+#: (topic, key, value) ready for the producer
+Out = tuple[str, bytes | None, bytes]
+
+
+@dataclass(slots=True)
+class Record:
+    """One consumed Kafka record, reduced to what the flow needs."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: float  # Kafka record timestamp, epoch seconds
+
+
+@dataclass(slots=True)
+class Prediction:
+    """A ``predictions`` (or ``predictions-shadow``) record; fields as ``contract.prediction``."""
+
+    topic: str
+    event_id: str
+    entity_id: str
+    model: str
+    model_version: str
+    score: float
+    predicted: bool
+    event_timestamp: float
+    scored_at: float
+    latency_ms: float
+    model_snapshot: int
+
+    def encode(self) -> Out:
+        return (self.topic, self.event_id.encode(), orjson.dumps({
+            "event_id": self.event_id, "entity_id": self.entity_id, "model": self.model,
+            "model_version": self.model_version, "score": self.score,
+            "predicted": self.predicted, "event_timestamp": self.event_timestamp,
+            "scored_at": self.scored_at, "latency_ms": self.latency_ms,
+            "model_snapshot": self.model_snapshot}))
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """A record that could not be handled, with why and where it came from."""
+
+    topic: str
+    key: bytes | None
+    payload: bytes
+    source_topic: str
+    partition: int
+    offset: int
+    reason: str
+    error: str
+
+    @classmethod
+    def of(cls, topic: str, rec: Record, reason: str, error: str) -> DeadLetter:
+        """The dead letter of ``rec``; a ``too_large`` payload keeps its first 4 KiB."""
+        payload = rec.value or b""
+        if reason == "too_large":
+            payload = payload[:4096]
+        return cls(topic, rec.key, payload, rec.topic, rec.partition, rec.offset, reason, error)
+
+    def encode(self) -> Out:
+        return (self.topic, self.key, contract.dead_letter(
+            self.payload, self.source_topic, self.partition, self.offset, self.reason,
+            self.error))
+
+
+@dataclass(slots=True)
+class RetrainSignal:
+    """A ``retrain-signals`` record; the learner acts on its own at once, before Kafka has it."""
+
+    topic: str
+    signal_id: str
+    model: str
+    model_version: str
+    reason: str
+    emitted_at: float
+    evidence: list[str] = field(default_factory=list)
+
+    def encode(self) -> Out:
+        return (self.topic, self.model.encode(), contract.retrain_signal(
+            signal_id=self.signal_id, model=self.model, model_version=self.model_version,
+            reason=self.reason, evidence=list(self.evidence), emitted_at=self.emitted_at))
+
+
+#: what a stage emits: a typed record, or one that is bytes already
+Output = Prediction | DeadLetter | RetrainSignal | Out
+
+
+def encode(outputs: Iterable[Output]) -> list[Out]:
+    """Serialise for the producer (tuples are bytes already)."""
+    return [o if type(o) is tuple else o.encode() for o in outputs]  # type: ignore[union-attr]
