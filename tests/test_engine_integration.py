@@ -43,8 +43,10 @@ def _predicted_ids(records: list) -> Counter[str]:
 async def test_phishing_events_get_predictions_and_labels_teach_the_model(engine) -> None:
     settings, worker = engine
     # paced, so labels reach the model while later events are scored (a burst would be scored
-    # entirely by the untrained model, and accuracy would say nothing about learning)
-    await latest_metrics(settings, until=lambda m: m["partitions_assigned"] > 0)
+    # entirely by the untrained model, and accuracy would say nothing about learning); and only
+    # once this worker is the learner: until it holds the labels partition, nothing learns
+    await latest_metrics(settings, until=lambda m: m["partitions_assigned"] > 0
+                         and m["learning_enabled"])
     report = await replay(settings, "phishing", limit=200, rate=400.0, label_delay_s=0.0,
                           seed=1)
     assert report.events_sent == 200
