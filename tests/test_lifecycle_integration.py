@@ -177,7 +177,10 @@ async def _concept_run(urls: tuple[str, str, bool], tmp_path: Path, *, lifecycle
     truth = _labels_of(list(open_dataset("synthetic", seed=5, limit=n, drift=spec)))
     try:
         await _metrics(s, lambda m: m["lifecycle"].get("role") == "learner")
-        await replay(s, "synthetic", seed=5, limit=n, drift=spec, rate=1500.0)
+        # paced so the worker keeps up and each label comes just after its event is scored:
+        # the gain measured depends on how many events the old model serves after the drift,
+        # which a backlog (or labels parked before their events) would make a matter of timing
+        await replay(s, "synthetic", seed=5, limit=n, drift=spec, rate=700.0, label_delay_s=0.05)
         preds = await collect(s, contract.PREDICTIONS, until=lambda rs: len(rs) >= n,
                               timeout_s=180)
         changes = values(await collect(s, contract.MODELS, until=lambda rs: False, timeout_s=2))
