@@ -2,9 +2,9 @@
 
 ``producer.send`` costs a future, an accumulator entry and Faust's wrapper per record; here each
 topic-partition's records are appended to one aiokafka ``BatchBuilder`` (C-accelerated) and
-submitted with ``send_batch``, so the per-record cost is one append. Partitions come from the
-producer's own partitioner (murmur2 of the key, as every Kafka client), so a record lands where
-``producer.send`` would have put it. :meth:`Emitter.send` returns once every batch is delivered
+submitted with ``send_batch``, so the per-record cost is one append. Partitions are the
+producer's partitioner's (murmur2 of the key, as every Kafka client; vectorised in
+``pipeline.partition``), so a record lands where ``producer.send`` would have put it. :meth:`Emitter.send` returns once every batch is delivered
 (``acks`` as configured); a failure raises the producer's ``KafkaError`` for the caller to retry.
 """
 
@@ -14,13 +14,16 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from aiokafka.partitioner import DefaultPartitioner
+
+from stream_app.pipeline.partition import partitions
 from stream_app.pipeline.records import Output, encode
 
 __all__ = ["Emitter"]
 
 
 class Emitter:
-    """Serialises outputs (``records.encode``) and sends them through an ``AIOKafkaProducer`` given by ``get_producer``."""
+    """Serialises outputs (``records.encode``) and sends them with ``get_producer()``'s producer."""
 
     def __init__(self, get_producer: Callable[[], Any]) -> None:
         self._get_producer = get_producer
@@ -30,13 +33,14 @@ class Emitter:
             return
         outs = encode(outputs)
         producer = self._get_producer()
-        by_tp: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = {}
-        partitioners: dict[str, Callable[[bytes | None], int]] = {}
+        by_topic: dict[str, list[tuple[bytes | None, bytes]]] = {}
         for topic, key, value in outs:
-            choose = partitioners.get(topic)
-            if choose is None:
-                choose = partitioners[topic] = await _partitioner(producer, topic)
-            by_tp.setdefault((topic, choose(key)), []).append((key, value))
+            by_topic.setdefault(topic, []).append((key, value))
+        by_tp: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = {}
+        for topic, records in by_topic.items():
+            for partition, record in zip(await _partitions(producer, topic, records), records,
+                                         strict=True):
+                by_tp.setdefault((topic, partition), []).append(record)
         futures = []
         for (topic, partition), records in by_tp.items():
             batch, n = producer.create_batch(), 0
@@ -57,11 +61,14 @@ class Emitter:
         await asyncio.gather(*futures)
 
 
-async def _partitioner(producer: Any, topic: str) -> Callable[[bytes | None], int]:
-    """The producer's partitioner for ``topic``, with its partition lists taken once."""
+async def _partitions(producer: Any, topic: str,
+                      records: list[tuple[bytes | None, bytes]]) -> list[int]:
+    """Each record's partition, as the producer's partitioner would choose it."""
     await producer.client._wait_on_metadata(topic)  # noqa: SLF001
     metadata = producer.client.cluster
     every = sorted(metadata.partitions_for_topic(topic))
     available = sorted(metadata.available_partitions_for_topic(topic)) or every
     partitioner = producer._partitioner  # noqa: SLF001
-    return lambda key: partitioner(key, every, available)
+    if type(partitioner) is not DefaultPartitioner or any(k is None for k, _ in records):
+        return [partitioner(k, every, available) for k, _ in records]
+    return [every[i] for i in partitions([k for k, _ in records], len(every))]  # type: ignore[misc]
