@@ -287,7 +287,9 @@ def _register_batch_agent(
     process: Callable[[list[Record]], Awaitable[list[Output]]],
     send_all: Callable[[list[Output]], Awaitable[None]],
     ready: Callable[[], Awaitable[None]],
-) -> None:
+) -> Any:
+    """One thin agent: every fetched batch goes through ``process`` (retried on infrastructure
+    errors, bad records isolated) and its outputs through ``send_all``; returns the agent."""
     settings = app.settings
 
     async def agent(stream: faust.StreamT) -> None:
@@ -302,7 +304,7 @@ def _register_batch_agent(
                             lambda o=outs: send_all(o), app)
 
     agent.__name__ = agent.__qualname__ = name
-    app.agent(source, name=f"{settings.app_id}.{name}", concurrency=1)(agent)
+    return app.agent(source, name=f"{settings.app_id}.{name}", concurrency=1)(agent)
 
 
 async def _retrying(what: str, attempt: Callable[[], Awaitable[Any]], app: StreamApp,
