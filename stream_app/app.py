@@ -116,7 +116,9 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> StreamApp
     app.engine = engine or Engine(settings)
     app.keeper = ModelKeeper(settings, app.engine) if settings.lifecycle.enabled else None
     app.engine.learning_enabled = False  # until this worker is given the labels partition
-    app.fetch_max_wait_ms = 20 if settings.embedded else 100
+    # one fetch is one batch: the broker answers as soon as a record waits, and holds an idle
+    # fetch open at most this long (Faust hard-codes 1.5 s)
+    app.fetch_max_wait_ms = max(1, round(settings.batch_within_s * 1000))
 
     def topic(name: str) -> faust.TopicT:
         return app.topic(settings.topic(name), key_type=bytes, value_type=bytes,
