@@ -298,8 +298,9 @@ def _register_batch_agent(
         await _retrying(f"{name}: starting", ready, app)
         consumed = app.engine.metrics.consumed
         async for batch in stream:  # one fetched run of records (stream_app.batching)
-            for rec in batch:
-                consumed(rec.topic, rec.partition, rec.offset)
+            last = {(rec.topic, rec.partition): rec.offset for rec in batch}
+            for (topic, partition), offset in last.items():
+                consumed(topic, partition, offset)
             outs = await _retrying(f"{name}: processing", lambda b=batch: _process_safely(
                 app, process, b), app)
             await _retrying(f"{name}: sending {len(outs)} records",
