@@ -25,9 +25,9 @@ import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream_app import contract
-from stream_app.datasets import synthetic
 from stream_app.kafka_io import ensure_topics, make_admin, make_producer
 from stream_app.settings import FeatureSettings, Settings, load_settings
+from stream_app.tools.datasets import synthetic
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_CONFIG = BENCH_DIR / "fraud-bench.toml"
@@ -266,7 +266,7 @@ def make_dataset(n: int, *, seed: int = 42, entities: int = 500, zipf: float = 1
                  start: float | None = None, spacing_s: float = 0.001,
                  label_delay_s: float = 0.0, n_features: int = 4,
                  numeric_only: bool = False) -> Dataset:
-    """``n`` synthetic events (stream_app.datasets.synthetic, numeric ``f0..f{n_features-1}``
+    """``n`` synthetic events (stream_app.tools.datasets.synthetic, numeric ``f0..f{n_features-1}``
     plus ``channel`` unless ``numeric_only``) and one label per event."""
     start = time.time() if start is None else start
     ids, events, labels, truth = [], [], [], []

@@ -1,6 +1,6 @@
 """Drift detection: our ``DriftMonitor`` against River's ``KSWIN`` on the very same streams.
 
-Every stream is ``stream_app.datasets.synthetic`` with 20 correlated numeric features
+Every stream is ``stream_app.tools.datasets.synthetic`` with 20 correlated numeric features
 (``f0..f19``, correlation ``0.5 ** |i - j|``), one seed per run. Each detector sees the same
 events in the same order:
 
@@ -54,7 +54,7 @@ from scipy import stats
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from models.drift import DriftMonitor  # noqa: E402
-from stream_app.datasets import Concept, drift_schedule, synthetic  # noqa: E402
+from stream_app.tools.datasets import Concept, drift_schedule, synthetic  # noqa: E402
 
 
 # -- detectors ------------------------------------------------------------------------

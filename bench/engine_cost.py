@@ -43,11 +43,11 @@ import orjson  # noqa: E402
 from benchlib import DEFAULT_CONFIG, Dataset, make_dataset, new_tag  # noqa: E402
 
 from features.store import encode_state  # noqa: E402
-from stream_app.datasets import synthetic  # noqa: E402
 from stream_app.pipeline.drift import DriftStage  # noqa: E402
 from stream_app.pipeline.engine import Engine  # noqa: E402
 from stream_app.pipeline.records import Record, encode  # noqa: E402
 from stream_app.settings import DriftSettings, FeatureSettings, load_settings  # noqa: E402
+from stream_app.tools.datasets import synthetic  # noqa: E402
 
 
 def records(topic: str, pairs: list[tuple[bytes, bytes]], partitions: int) -> list[Record]:

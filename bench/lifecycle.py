@@ -30,10 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.benchlib import bench_settings, new_tag, start_worker  # noqa: E402
 from stream_app import contract  # noqa: E402
-from stream_app.datasets import DriftSpec, open_dataset  # noqa: E402
 from stream_app.kafka_io import ensure_topics, make_consumer, make_producer  # noqa: E402
-from stream_app.replay import _event_value, _label_record, replay  # noqa: E402
 from stream_app.settings import Settings  # noqa: E402
+from stream_app.tools.datasets import DriftSpec, open_dataset  # noqa: E402
+from stream_app.tools.replay import _event_value, _label_record, replay  # noqa: E402
 
 MODELS = {"LogisticRegression": [{"name": "StandardScaler"}, {"name": "LogisticRegression"}],
           "GaussianNB": [{"name": "GaussianNB"}]}

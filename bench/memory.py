@@ -38,9 +38,9 @@ from benchlib import (  # noqa: E402
 )
 
 from stream_app import contract  # noqa: E402
-from stream_app.datasets import synthetic  # noqa: E402
 from stream_app.kafka_io import ensure_topics  # noqa: E402
 from stream_app.settings import Settings  # noqa: E402
+from stream_app.tools.datasets import synthetic  # noqa: E402
 
 
 async def publish_stream(settings: Settings, n: int, *, seed: int, entities: int,

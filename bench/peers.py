@@ -17,7 +17,7 @@ confluent, stream-app, bytewax, ... ; ``--rounds``, default 3), on a fresh topic
 * **confluent** (``--no-confluent`` to skip): the same work in a ``consume(500, 5 ms)`` loop;
   produce every prediction, flush, then commit the offsets.
 
-The work: N events (``--events``, default 100,000) from ``stream_app.datasets.synthetic`` with
+The work: N events (``--events``, default 100,000) from ``stream_app.tools.datasets.synthetic`` with
 20 numeric features f0..f19 (its ``channel`` string dropped), seed 42, 500 entities with Zipf
 1.1 (the busiest gets about 19 %), one label per event; all pre-published before the round's
 first consumer starts. Every system gives the model the 20 features plus the entity's count,

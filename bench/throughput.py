@@ -3,7 +3,7 @@
 What is measured, in one invocation, on the broker and Redis named by ``STREAM_KAFKA_URL`` /
 ``STREAM_REDIS_URL`` (default loopback), per repeat:
 
-1. **Pre-publish**: N synthetic events (``stream_app.datasets.synthetic``, keyed by entity) and
+1. **Pre-publish**: N synthetic events (``stream_app.tools.datasets.synthetic``, keyed by entity) and
    one label per event to a fresh topic prefix ``bench-<tag>.``, before any worker starts, so
    both workers below measure pure consumption.
 2. **Forward agent** (``bench/forward_app.py``): a Faust app with our app class and options whose

@@ -10,6 +10,8 @@ The flow, and where each step lives::
     labels ──> validate ──> join snapshot ──> learn ────┘ (models/spec.py, models/metrics.py)
 
 Importing this package has no side effects; ``create_app(settings)`` builds the Faust app.
+Tooling that is not the worker (datasets, replay, tail, operator commands, local services,
+the demo) lives in :mod:`stream_app.tools`.
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 # -- services -------------------------------------------------------------------------------
 def cmd_services(args: argparse.Namespace) -> int:
-    from stream_app import services as svc
+    from stream_app.tools import services as svc
 
     settings = _settings(args)
     data_dir = Path(settings.data_dir)
@@ -103,8 +103,8 @@ def cmd_services(args: argparse.Namespace) -> int:
 
 # -- replay / tail --------------------------------------------------------------------------
 def cmd_replay(args: argparse.Namespace) -> int:
-    from stream_app.datasets import parse_drift
-    from stream_app.replay import replay
+    from stream_app.tools.datasets import parse_drift
+    from stream_app.tools.replay import replay
 
     drift = parse_drift(args.drift_at, args.shift or (), args.scale or (), args.new_category,
                         args.concept_drift)
@@ -118,7 +118,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    from stream_app.tail import tail
+    from stream_app.tools.tail import tail
 
     settings = _settings(args)
     _setup_logging("warning")
@@ -130,7 +130,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
 def cmd_drift(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from stream_app.operate import drift_state, drift_table
+    from stream_app.tools.operate import drift_state, drift_table
 
     settings = _settings(args)
     _setup_logging("warning")
@@ -140,7 +140,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
 
 
 def cmd_signal(args: argparse.Namespace) -> int:
-    from stream_app.operate import send_retrain_signal
+    from stream_app.tools.operate import send_retrain_signal
 
     settings = _settings(args)
     _setup_logging("warning")
@@ -150,7 +150,7 @@ def cmd_signal(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from stream_app.operate import registry_call
+    from stream_app.tools.operate import registry_call
 
     settings = _settings(args)
     _setup_logging("warning")
@@ -166,7 +166,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from stream_app.demo import run_demo
+    from stream_app.tools.demo import run_demo
 
     settings = _settings(args)
     return run_demo(settings, limit=args.limit, rate=args.rate, label_delay_s=args.label_delay,

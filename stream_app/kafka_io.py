@@ -101,7 +101,7 @@ def make_consumer(
 ) -> AIOKafkaConsumer:
     """An unstarted consumer subscribed to ``topics`` (contract names get the prefix).
 
-    With no topics, assign partitions yourself (see ``stream_app.tail``).
+    With no topics, assign partitions yourself (see ``stream_app.tools.tail``).
     """
     names = [full_topic(settings, t) for t in topics]
     options = consumer_options(settings, group_id=group_id, from_beginning=from_beginning,

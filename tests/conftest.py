@@ -17,8 +17,8 @@ from pathlib import Path
 import hypothesis  # noqa: F401  (imported early: CPython 3.11.7 fails to compile it lazily at session end)
 import pytest
 
-from stream_app import services as svc
 from stream_app.settings import Settings, load_settings
+from stream_app.tools import services as svc
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream_app.services import worker_env as settings_env
 from stream_app.settings import Settings
+from stream_app.tools.services import worker_env as settings_env
 
 pytestmark = pytest.mark.integration
 

@@ -20,11 +20,11 @@ from river import optim
 
 from features.spec import compile_spec
 from models.spec import build_model
-from stream_app.datasets import LabelledEvent, synthetic
 from stream_app.errors import ConfigError, ModelSpecError
 from stream_app.pipeline.engine import Engine
 from stream_app.pipeline.records import Record, encode
 from stream_app.settings import Settings, load_settings
+from stream_app.tools.datasets import LabelledEvent, synthetic
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 CONFIGS = sorted(CONFIGS_DIR.glob("*.toml"))

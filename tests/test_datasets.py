@@ -11,7 +11,8 @@ import orjson
 import pytest
 
 from stream_app.contract import EVENT_FIELDS
-from stream_app.datasets import (
+from stream_app.errors import ConfigError
+from stream_app.tools.datasets import (
     BadLine,
     Concept,
     LabelledEvent,
@@ -20,7 +21,6 @@ from stream_app.datasets import (
     phishing,
     synthetic,
 )
-from stream_app.errors import ConfigError
 
 
 def events_of(items):

@@ -9,8 +9,9 @@ import pytest
 from scipy import stats
 
 from stream_app import cli
-from stream_app import replay as replay_module
-from stream_app.datasets import (
+from stream_app.errors import ConfigError
+from stream_app.tools import replay as replay_module
+from stream_app.tools.datasets import (
     NEW_CATEGORY_SHARE,
     Concept,
     DriftSpec,
@@ -20,8 +21,7 @@ from stream_app.datasets import (
     parse_drift,
     synthetic,
 )
-from stream_app.errors import ConfigError
-from stream_app.replay import ReplayReport
+from stream_app.tools.replay import ReplayReport
 
 AT, N = 5000, 10_000  # 5,000 events before the drift and 5,000 after
 BASE = Concept.default(4)

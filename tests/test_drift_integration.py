@@ -12,7 +12,7 @@ from rich.console import Console
 
 from stream_app import contract
 from stream_app.kafka_io import ensure_topics
-from stream_app.operate import drift_state, drift_table
+from stream_app.tools.operate import drift_state, drift_table
 from tests.conftest import WorkerProcess, make_settings
 from tests.kafka_helpers import collect, event, label, latest_metrics, produce, values
 

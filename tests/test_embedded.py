@@ -9,9 +9,9 @@ import orjson
 import pytest
 
 from stream_app import contract
-from stream_app import services as svc
 from stream_app.kafka_io import ensure_topics
-from stream_app.replay import replay
+from stream_app.tools import services as svc
+from stream_app.tools.replay import replay
 from tests.conftest import WorkerProcess, make_settings
 from tests.kafka_helpers import collect, latest_metrics
 

@@ -12,8 +12,8 @@ import orjson
 import pytest
 
 from stream_app import contract
-from stream_app.replay import replay
 from stream_app.settings import Settings
+from stream_app.tools.replay import replay
 from tests.conftest import WorkerProcess, make_settings
 from tests.kafka_helpers import collect, event, label, latest_metrics, produce, values
 

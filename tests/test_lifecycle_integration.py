@@ -19,10 +19,10 @@ import orjson
 import pytest
 
 from stream_app import contract
-from stream_app.datasets import DriftSpec, LabelledEvent, open_dataset
 from stream_app.kafka_io import ensure_topics
-from stream_app.replay import _event_value, _label_record, replay
 from stream_app.settings import Settings
+from stream_app.tools.datasets import DriftSpec, LabelledEvent, open_dataset
+from stream_app.tools.replay import _event_value, _label_record, replay
 from tests.conftest import WorkerProcess, make_settings
 from tests.kafka_helpers import collect, produce, values
 

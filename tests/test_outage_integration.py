@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from stream_app import contract
-from stream_app import services as svc
 from stream_app.kafka_io import ensure_topics
+from stream_app.tools import services as svc
 from tests.conftest import WorkerProcess, make_settings
 from tests.kafka_helpers import collect, event, produce
 

@@ -13,7 +13,7 @@ import pytest
 from river import datasets, evaluate, linear_model, metrics, preprocessing
 
 from stream_app.kafka_io import ensure_topics
-from stream_app.replay import replay
+from stream_app.tools.replay import replay
 from tests.conftest import WorkerProcess, make_settings
 from tests.kafka_helpers import latest_metrics
 

@@ -12,8 +12,8 @@ import pytest
 from stream_app.contract import EVENT_FIELDS, LABEL_FIELDS, TOPICS
 from stream_app.errors import ConfigError
 from stream_app.kafka_io import ensure_topics, make_admin, make_consumer, make_producer
-from stream_app.replay import replay
-from stream_app.tail import tail
+from stream_app.tools.replay import replay
+from stream_app.tools.tail import tail
 
 pytestmark = pytest.mark.integration
 

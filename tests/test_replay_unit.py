@@ -12,12 +12,12 @@ import pytest
 from aiokafka.errors import KafkaTimeoutError
 from aiokafka.structs import ConsumerRecord
 
-from stream_app import replay as replay_module
 from stream_app.errors import ConfigError, ServiceError
 from stream_app.kafka_io import consumer_options, full_topic, producer_options, wait_for_kafka
-from stream_app.replay import ReplayReport, replay
 from stream_app.settings import load_settings
-from stream_app.tail import render
+from stream_app.tools import replay as replay_module
+from stream_app.tools.replay import ReplayReport, replay
+from stream_app.tools.tail import render
 
 SETTINGS = load_settings(environ={}, topic_prefix="p.", kafka_url="kafka://127.0.0.1:1")
 

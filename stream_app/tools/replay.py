@@ -29,10 +29,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from stream_app.contract import EVENTS, LABELS
-from stream_app.datasets import BadLine, DriftSpec, LabelledEvent, open_dataset
 from stream_app.errors import ConfigError, ServiceError
 from stream_app.kafka_io import ensure_topics, make_producer
 from stream_app.settings import Settings
+from stream_app.tools.datasets import BadLine, DriftSpec, LabelledEvent, open_dataset
 
 __all__ = ["ReplayReport", "replay"]
 

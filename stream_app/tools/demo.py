@@ -25,10 +25,10 @@ from rich.live import Live
 from rich.table import Table
 
 from stream_app import contract
-from stream_app import services as svc
 from stream_app.kafka_io import ensure_topics, make_consumer
-from stream_app.replay import replay
 from stream_app.settings import Settings
+from stream_app.tools import services as svc
+from stream_app.tools.replay import replay
 
 __all__ = ["run_demo"]
 
