@@ -1,13 +1,14 @@
 """Streaming real-time inference on Kafka: online features in Redis, River models that keep
 learning, drift monitoring.
 
-The flow, and where each step lives::
+The flow, and where each step lives (``stream_app/pipeline/`` unless named)::
 
-    events ──> validate ──> features ──> score ──> remember ──> emit predictions
-     (Kafka)   stream_app/   features/   models/   features/     stream_app/app.py
-               validate.py   aggregates  spec.py   store.py
-                                                        ▲
-    labels ──> validate ──> join snapshot ──> learn ────┘ (models/spec.py, models/metrics.py)
+    Kafka ──> batching.py ──> validate ──> featurize ──> score ──> remember ──> emit ──> Kafka
+              (one item per   validate.py  featurize.py  models/   features/    emit.py
+               fetched batch)              + features/   spec.py   store        records.py
+                                             aggregates             ▲
+    labels ──> validate ──> join snapshot ──> learn (engine.py, labels.py, shadow.py) ──┘
+                            drift.py: drift episodes and retrain signals, per event and label
 
 Importing this package has no side effects; ``create_app(settings)`` builds the Faust app.
 Tooling that is not the worker (datasets, replay, tail, operator commands, local services,
