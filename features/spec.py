@@ -16,7 +16,6 @@ covers): :data:`TILES_PER_WINDOW` tiles of ``window / 30`` seconds each, or tile
 aggregate's ``tile_s``, which must divide every one of its windows. Windows of one aggregate
 with the same tile size share one :class:`RingSpec`, as long as the longest of them.
 
->>> from stream_app.settings import AggregateSettings, FeatureSettings
 >>> spec = compile_spec(FeatureSettings(
 ...     aggregates=(AggregateSettings(feature="amount", stats=("count", "mean"),
 ...                                   windows=("1h",), window_stats=("sum",)),),
@@ -35,17 +34,18 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stream_app.errors import ConfigError
 
-if TYPE_CHECKING:
-    from stream_app.settings import AggregateSettings, FeatureSettings
-
 __all__ = [
     "CUMULATIVE_STATS",
+    "AggregateSettings",
+    "FeatureSettings",
     "SINCE_LAST",
     "WINDOW_STATS",
     "AggregateSpec",
@@ -57,6 +57,43 @@ __all__ = [
     "compile_spec",
     "parse_window",
 ]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AggregateSettings(_Frozen):
+    """A per-entity aggregate over a numeric event feature (see ``features.spec``)."""
+
+    feature: str
+    #: cumulative stats over the entity's life: count, sum, mean, min, max, last, std
+    stats: tuple[str, ...] = ("count", "mean")
+    #: sliding windows ending at the event, e.g. "30s", "10m", "1h", "7d"
+    windows: tuple[str, ...] = ()
+    #: stats computed over each window: any of count, sum, mean
+    window_stats: tuple[str, ...] = ("count", "sum", "mean")
+    #: windows are kept as fixed time tiles of this many seconds (it must divide each window);
+    #: default: each window in 30 tiles of window / 30
+    tile_s: float | None = Field(default=None, gt=0)
+
+
+class FeatureSettings(_Frozen):
+    aggregates: tuple[AggregateSettings, ...] = ()
+    #: add ``seconds_since_last_by_entity``
+    since_last: bool = False
+    #: idle entities expire from the online store after this many seconds
+    entity_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_fields(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "max_window_points" in data:
+            raise ValueError(
+                "max_window_points was removed: windows are now fixed time tiles, so an "
+                "entity's state no longer grows with its events; delete the setting (tile "
+                "sizes are set per aggregate with tile_s)")
+        return data
 
 #: cumulative stats, in the order of the per-stat values ``aggregates`` computes
 CUMULATIVE_STATS: Final = ("count", "sum", "mean", "min", "max", "last", "std")

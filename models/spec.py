@@ -18,7 +18,6 @@ In TOML (HalfSpaceTrees assumes features in [0, 1], so a MinMaxScaler goes first
     name = "hst"
     steps = [{ name = "MinMaxScaler" }, { name = "HalfSpaceTrees", params = { seed = 42 } }]
 
->>> from stream_app.settings import ModelSettings
 >>> model = build_model(ModelSettings())
 >>> list(model.pipeline.steps)
 ['StandardScaler', 'LogisticRegression']
@@ -37,6 +36,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
 from river import compose
 
 from models.allowlist import (
@@ -48,9 +48,36 @@ from models.allowlist import (
 )
 from models.online import Kind, ModelOutputError, OnlineModel
 from stream_app.errors import ModelSpecError
-from stream_app.settings import ModelSettings, StepSettings
 
-__all__ = ["ModelOutputError", "OnlineModel", "build_model", "one_hot", "spec_hash"]
+__all__ = ["ModelOutputError", "ModelSettings", "OnlineModel", "StepSettings", "build_model",
+           "one_hot", "spec_hash"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StepSettings(_Frozen):
+    """One step of a River pipeline: a class from the allow-list and its parameters."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelSettings(_Frozen):
+    """The model to serve, declared as data (see ``models.spec``)."""
+
+    name: str = "default"
+    steps: tuple[StepSettings, ...] = (
+        StepSettings(name="StandardScaler"),
+        StepSettings(name="LogisticRegression"),
+    )
+    #: decision threshold on ``score`` for ``predicted``
+    threshold: float = 0.5
+    #: label values that count as the positive class (``True``, ``1`` and these strings)
+    positive_labels: tuple[str, ...] = ("1", "true", "fraud", "anomaly", "positive", "yes")
+    #: one-hot encode string features before the first step (on by default)
+    one_hot_strings: bool = True
 
 
 def build_model(settings: ModelSettings) -> OnlineModel:

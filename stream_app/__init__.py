@@ -17,9 +17,20 @@ the demo) lives in :mod:`stream_app.tools`.
 
 from __future__ import annotations
 
+from typing import Any
+
 from stream_app.errors import ConfigError, ServiceError, StreamAppError
-from stream_app.settings import Settings, load_settings
 
 __version__ = "0.1.0"
 
 __all__ = ["ConfigError", "ServiceError", "Settings", "StreamAppError", "__version__", "load_settings"]
+
+
+def __getattr__(name: str) -> Any:
+    """``Settings`` and ``load_settings`` load on first use: the domain packages (``models``,
+    ``features``) import ``stream_app.errors``, and settings composes their schemas."""
+    if name in ("Settings", "load_settings"):
+        from stream_app import settings
+
+        return getattr(settings, name)
+    raise AttributeError(f"module 'stream_app' has no attribute {name!r}")

@@ -25,72 +25,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from features.spec import AggregateSettings, FeatureSettings
+from models.spec import ModelSettings, StepSettings
 from stream_app.errors import ConfigError
 
-__all__ = ["DriftSettings", "ModelSettings", "Settings", "StepSettings", "load_settings"]
+#: the domain schemas live beside their domain; settings composes them
+__all__ = ["AggregateSettings", "DriftSettings", "FeatureSettings", "ModelSettings", "Settings",
+           "StepSettings", "load_settings"]
 
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class StepSettings(_Frozen):
-    """One step of a River pipeline: a class from the allow-list and its parameters."""
-
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
-class ModelSettings(_Frozen):
-    """The model to serve, declared as data (see ``models.spec``)."""
-
-    name: str = "default"
-    steps: tuple[StepSettings, ...] = (
-        StepSettings(name="StandardScaler"),
-        StepSettings(name="LogisticRegression"),
-    )
-    #: decision threshold on ``score`` for ``predicted``
-    threshold: float = 0.5
-    #: label values that count as the positive class (``True``, ``1`` and these strings)
-    positive_labels: tuple[str, ...] = ("1", "true", "fraud", "anomaly", "positive", "yes")
-    #: one-hot encode string features before the first step (on by default)
-    one_hot_strings: bool = True
-
-
-class AggregateSettings(_Frozen):
-    """A per-entity aggregate over a numeric event feature (see ``features.spec``)."""
-
-    feature: str
-    #: cumulative stats over the entity's life: count, sum, mean, min, max, last, std
-    stats: tuple[str, ...] = ("count", "mean")
-    #: sliding windows ending at the event, e.g. "30s", "10m", "1h", "7d"
-    windows: tuple[str, ...] = ()
-    #: stats computed over each window: any of count, sum, mean
-    window_stats: tuple[str, ...] = ("count", "sum", "mean")
-    #: windows are kept as fixed time tiles of this many seconds (it must divide each window);
-    #: default: each window in 30 tiles of window / 30
-    tile_s: float | None = Field(default=None, gt=0)
-
-
-class FeatureSettings(_Frozen):
-    aggregates: tuple[AggregateSettings, ...] = ()
-    #: add ``seconds_since_last_by_entity``
-    since_last: bool = False
-    #: idle entities expire from the online store after this many seconds
-    entity_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _removed_fields(cls, data: Any) -> Any:
-        if isinstance(data, Mapping) and "max_window_points" in data:
-            raise ValueError(
-                "max_window_points was removed: windows are now fixed time tiles, so an "
-                "entity's state no longer grows with its events; delete the setting (tile "
-                "sizes are set per aggregate with tile_s)")
-        return data
 
 
 class RetrainSettings(_Frozen):
