@@ -4,6 +4,7 @@
 
     spec.py          FeatureSettings -> FeatureSpec (derived names, windows)   pure
     aggregates.py    compute / update / fold_events over a per-entity state   pure
+    state.py         the state as bytes: versioned, one size per spec         pure
     store.py         FeatureStore protocol, BatchRead, open_feature_store(url)
     memory_store.py  MemoryFeatureStore   (memory://)
     redis_store.py   RedisFeatureStore    (redis://, rediss://, unix://)

@@ -2,7 +2,8 @@
 
 :func:`compute` gives the aggregates as they stood *before* an event (point in time, no
 leakage); :func:`update` folds the event in and returns a new state; :func:`fold_events` does
-both for a run of one entity's events. None of them modifies the state it is given.
+both for a run of one entity's events. A state is immutable bytes (``features.state``: a few
+KiB, versioned), so none of them can change the state it is given.
 
 Semantics
 ---------
@@ -71,74 +72,35 @@ from array import array
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from features.spec import SINCE_LAST, AggregateSpec, FeatureSpec, WindowSpec
+from features.spec import MAX_TILES, SINCE_LAST, FeatureSpec
+from features.state import (
+    HELD,
+    LAST,
+    LAST_TS,
+    M2,
+    MAX,
+    MEAN,
+    MIN,
+    STATE_VERSION,
+    SUM,
+    U32,
+    AggLayout,
+    Layout,
+    N,
+    Ring,
+    State,
+    Work,
+    decode,
+    encode,
+    layout_of,
+)
 
 __all__ = ["STATE_VERSION", "State", "compute", "fold_events", "update"]
 
-#: a per-entity state as stored: plain dicts, lists, floats and ints (one orjson blob)
-State = dict[str, Any]
-#: bumped when the state layout changes; a state of another version counts as empty
-STATE_VERSION: Final = 2
 _MAX_ABS: Final = 1e100
-
-# A feature's working state is two arrays. ``d`` (doubles): count, sum, mean, Welford M2, min,
-# max, last value, its ts, then (with windows) the sum of the values held back at exactly T,
-# then each ring's tile sums. ``u`` (unsigned 32-bit): the count held back at T, then each
-# ring's tile counts. Tile j of a ring lives at its offset + j % size. Values at exactly T are
-# held back until a later ts comes (then added to T's tile), so a window never subtracts.
-_N, _SUM, _MEAN, _M2, _MIN, _MAX, _LAST, _LAST_TS, _HELD = range(9)
-_U32: Final = next(code for code in "IL" if array(code).itemsize == 4)
 _U32_MAX: Final = 2**32 - 1  # a tile's count saturates there
-
-
-class _Ring:
-    """One ring of an aggregate: its tile size, length and offsets in ``d`` and ``u``."""
-
-    __slots__ = ("d0", "size", "tile", "u0")
-
-    def __init__(self, tile: float, size: int, d0: int, u0: int) -> None:
-        self.tile, self.size, self.d0, self.u0 = tile, size, d0, u0
-
-
-class _Agg:
-    """An :class:`~features.spec.AggregateSpec` with its state layout worked out."""
-
-    __slots__ = ("cumulative", "d_len", "feature", "layout", "names", "rings", "u_len",
-                 "windows")
-
-    def __init__(self, agg: AggregateSpec) -> None:
-        self.feature, self.cumulative, self.names = agg.feature, agg.cumulative, agg.names
-        rings, offset = [], 0
-        for ring in agg.rings:
-            rings.append(_Ring(ring.tile_s, ring.size, _HELD + 1 + offset, 1 + offset))
-            offset += ring.size
-        self.rings = tuple(rings)
-        self.windows: tuple[tuple[WindowSpec, _Ring], ...] = tuple(
-            (w, rings[w.ring]) for w in agg.windows)
-        self.d_len = _HELD + 1 + offset if rings else _HELD
-        self.u_len = 1 + offset if rings else 0
-        #: identifies the ring layout in a stored state: tile sizes and lengths
-        self.layout = ",".join(f"{r.tile_s!r}x{r.size}" for r in agg.rings)
-
-
-class _Plan:
-    __slots__ = ("aggs", "names", "since_last")
-
-    def __init__(self, spec: FeatureSpec) -> None:
-        self.aggs = tuple(_Agg(agg) for agg in spec.aggregates)
-        self.names, self.since_last = spec.names, spec.since_last
-
-
-_Feature = tuple[array, array]  # (d, u), changed in place
-
-
-class _Work:
-    """A decoded state: the entity's greatest timestamp and its features' arrays."""
-
-    __slots__ = ("feats", "top")
-
-    def __init__(self, top: float | None, feats: dict[str, _Feature]) -> None:
-        self.top, self.feats = top, feats
+_ZERO_D: Final = array("d", bytes(8 * MAX_TILES))
+_ZERO_U: Final = array(U32, bytes(4 * MAX_TILES))
 
 
 def compute(
@@ -153,8 +115,8 @@ def compute(
     :func:`compute` and :func:`update` take the same arguments.
     """
     ts = _check_ts(event_ts)
-    plan = _plan(spec)
-    return _read(plan, _decode(plan, state), ts)
+    layout = layout_of(spec)
+    return _read(layout, decode(layout, state), ts)
 
 
 def update(
@@ -165,10 +127,10 @@ def update(
 ) -> State:
     """A new state with the event folded in (``state`` is left untouched)."""
     ts = _check_ts(event_ts)
-    plan = _plan(spec)
-    work = _decode(plan, state)
-    _fold(plan, work, ts, event_features)
-    return _encode(plan, work)
+    layout = layout_of(spec)
+    work = decode(layout, state)
+    _fold(layout, work, ts, event_features)
+    return encode(layout, work)
 
 
 def fold_events(
@@ -181,9 +143,8 @@ def fold_events(
     """For one entity's ``(ts, features)`` events in arrival order: each event's aggregates
     before it, and the state after all of them.
 
-    The state is decoded once and encoded once, whatever the number of events. ``state`` is
-    never changed: decoding copies it, so ``reuse_state`` (kept for callers that own the
-    state) changes nothing.
+    The state is decoded once and encoded once, whatever the number of events. States are
+    immutable bytes, so ``reuse_state`` (kept for callers that own the state) changes nothing.
 
     >>> from stream_app.settings import AggregateSettings, FeatureSettings
     >>> from features.spec import compile_spec
@@ -192,63 +153,70 @@ def fold_events(
     >>> [row["x_mean_by_entity"] for row in rows], compute(spec, state, 4.0)["x_count_by_entity"]
     ([0.0, 2.0, 2.0], 2.0)
     """
-    plan = _plan(spec)
-    work = _decode(plan, state)
+    layout = layout_of(spec)
+    work = decode(layout, state)
     rows = []
     for event_ts, features in events:
         ts = _check_ts(event_ts)
-        rows.append(_read(plan, work, ts))
-        _fold(plan, work, ts, features)
-    return rows, _encode(plan, work)
+        rows.append(_read(layout, work, ts))
+        _fold(layout, work, ts, features)
+    return rows, encode(layout, work)
 
 
 # -- reading ------------------------------------------------------------------
 
 
-def _read(plan: _Plan, work: _Work, ts: float) -> dict[str, float]:
+def _read(layout: Layout, work: Work, ts: float) -> dict[str, float]:
     top = work.top
     if top is None:
-        return dict.fromkeys(plan.names, 0.0)
+        return dict.fromkeys(layout.names, 0.0)
     out: dict[str, float] = {}
-    feats = work.feats
-    for agg in plan.aggs:
-        fs = feats.get(agg.feature)
-        if fs is None:
+    d = work.d
+    for agg in layout.aggs:
+        if not d[agg.d0 + N]:  # no value yet
             for name in agg.names:
                 out[name] = 0.0
             continue
         if agg.cumulative:
-            _cumulative(agg, fs[0], out)
+            _cumulative(agg, d, out)
         if agg.windows:
-            _windowed(agg, fs, ts, top, out)
-    if plan.since_last:
+            _windowed(agg, work, ts, top, out)
+    if layout.since_last:
         out[SINCE_LAST] = max(0.0, ts - top)
     return out
 
 
-def _cumulative(agg: _Agg, d: array, out: dict[str, float]) -> None:
-    n = d[_N]
-    std = math.sqrt(max(d[_M2] / n, 0.0))
-    values = (n, d[_SUM], d[_MEAN], d[_MIN], d[_MAX], d[_LAST], std)
+def _cumulative(agg: AggLayout, d: array, out: dict[str, float]) -> None:
+    at = agg.d0
+    n = d[at + N]
+    std = math.sqrt(max(d[at + M2] / n, 0.0))
+    values = (n, d[at + SUM], d[at + MEAN], d[at + MIN], d[at + MAX], d[at + LAST], std)
     for name, index in agg.cumulative:
         out[name] = values[index]
 
 
-def _windowed(agg: _Agg, fs: _Feature, ts: float, top: float, out: dict[str, float]) -> None:
-    d, u = fs
-    late = ts < top
-    held = u[0] if ts > top else 0  # the values at exactly T count for a later ts only
-    for w, ring in agg.windows:
+def _windowed(agg: AggLayout, work: Work, ts: float, top: float, out: dict[str, float]) -> None:
+    d, u = work.d, work.u
+    held = u[agg.u0] if ts > top else 0  # the values at exactly T count for a later ts only
+    for w, ring, index in agg.windows:
         now = math.floor(ts / ring.tile)
         top_tile = math.floor(top / ring.tile)
         lo = now - w.tiles + 1
-        if late:
+        if ts < top:  # late: not its own tile, and only the tiles kept
             count, total = _tiles(d, u, ring, max(lo, top_tile - ring.size + 1), now)
-        else:
-            count, total = _tiles(d, u, ring, lo, top_tile + 1)
-            if held and top_tile >= lo:
-                count += u[0]
-                total += d[_HELD]
+        else:  # the tiles before T's (cached while T's tile is the event's), T's, held back
+            closed = work.closed.get(index)
+            if closed is None or closed[0] != now or now != top_tile:
+                closed = (now, *_tiles(d, u, ring, lo, top_tile))
+                if now == top_tile:
+                    work.closed[index] = closed
+            _, count, total = closed
+            if top_tile >= lo:
+                slot = top_tile % ring.size
+                count += u[ring.u0 + slot] + held
+                total += d[ring.d0 + slot]
+                if held:
+                    total += d[agg.d0 + HELD]
         if w.count_name is not None:
             out[w.count_name] = float(count)
         if w.sum_name is not None:
@@ -257,7 +225,7 @@ def _windowed(agg: _Agg, fs: _Feature, ts: float, top: float, out: dict[str, flo
             out[w.mean_name] = total / count if count else 0.0
 
 
-def _tiles(d: array, u: array, ring: _Ring, lo: int, hi: int) -> tuple[int, float]:
+def _tiles(d: array, u: array, ring: Ring, lo: int, hi: int) -> tuple[int, float]:
     """Count and sum of tiles ``lo`` to ``hi - 1`` (at most ``ring.size`` of them)."""
     if lo >= hi:
         return 0, 0.0
@@ -275,135 +243,87 @@ def _tiles(d: array, u: array, ring: _Ring, lo: int, hi: int) -> tuple[int, floa
 # -- writing ------------------------------------------------------------------
 
 
-def _fold(plan: _Plan, work: _Work, ts: float, features: Mapping[str, Any]) -> None:
-    top = work.top
+def _fold(layout: Layout, work: Work, ts: float, features: Mapping[str, Any]) -> None:
+    d, u, top = work.d, work.u, work.top
     if top is None or ts > top:
         if top is not None:
-            _advance(plan, work.feats, top, ts)
+            _advance(layout, d, u, top, ts)
         work.top = top = ts
-    feats = work.feats
-    for agg in plan.aggs:
+    for agg in layout.aggs:
         value = _numeric(features.get(agg.feature))
         if value is None:
             continue
-        fs = feats.get(agg.feature)
-        if fs is None:
-            fs = feats[agg.feature] = _new_feature(agg, value, ts)
-        d, u = fs
-        _fold_cumulative(d, ts, value)
+        _fold_cumulative(d, agg.d0, ts, value)
         if not agg.rings:
             continue
         if ts == top:  # held back until a later ts comes
-            if u[0] < _U32_MAX:
-                u[0] += 1
-            d[_HELD] += value
+            if u[agg.u0] < _U32_MAX:
+                u[agg.u0] += 1
+            d[agg.d0 + HELD] += value
         else:
             _fold_late(agg, d, u, ts, top, value)
+            work.closed.clear()  # it may have landed before T's tile
 
 
-def _advance(plan: _Plan, feats: dict[str, _Feature], top: float, ts: float) -> None:
+def _advance(layout: Layout, d: array, u: array, top: float, ts: float) -> None:
     """T moves from ``top`` to ``ts``: put the held-back values in T's tile, clear new tiles."""
-    for agg in plan.aggs:
-        fs = feats.get(agg.feature) if agg.rings else None
-        if fs is None:
+    for agg in layout.aggs:
+        if not agg.rings or not d[agg.d0 + N]:
             continue
-        d, u = fs
-        held, held_sum = u[0], d[_HELD]
+        held, held_sum = u[agg.u0], d[agg.d0 + HELD]
         for ring in agg.rings:
             old = math.floor(top / ring.tile)
             if held:
                 _add(d, u, ring, old % ring.size, held, held_sum)
-            new = min(math.floor(ts / ring.tile), old + ring.size)
-            for tile in range(old + 1, new + 1):
-                slot = tile % ring.size
-                u[ring.u0 + slot] = 0
-                d[ring.d0 + slot] = 0.0
-        u[0] = 0
-        d[_HELD] = 0.0
+            new = math.floor(ts / ring.tile)
+            if new > old:
+                _clear(d, u, ring, old + 1, min(new, old + ring.size) + 1)
+        u[agg.u0] = 0
+        d[agg.d0 + HELD] = 0.0
 
 
-def _fold_late(agg: _Agg, d: array, u: array, ts: float, top: float, value: float) -> None:
+def _clear(d: array, u: array, ring: Ring, lo: int, hi: int) -> None:
+    """Empty tiles ``lo`` to ``hi - 1`` (at most ``ring.size`` of them)."""
+    start = lo % ring.size
+    end = start + (hi - lo)
+    first = min(end, ring.size) - start
+    d[ring.d0 + start:ring.d0 + start + first] = _ZERO_D[:first]
+    u[ring.u0 + start:ring.u0 + start + first] = _ZERO_U[:first]
+    if end > ring.size:
+        d[ring.d0:ring.d0 + end - ring.size] = _ZERO_D[:end - ring.size]
+        u[ring.u0:ring.u0 + end - ring.size] = _ZERO_U[:end - ring.size]
+
+
+def _fold_late(agg: AggLayout, d: array, u: array, ts: float, top: float, value: float) -> None:
     for ring in agg.rings:
         tile = math.floor(ts / ring.tile)
         if tile > math.floor(top / ring.tile) - ring.size:  # still kept
             _add(d, u, ring, tile % ring.size, 1, value)
 
 
-def _add(d: array, u: array, ring: _Ring, slot: int, count: int, total: float) -> None:
+def _add(d: array, u: array, ring: Ring, slot: int, count: int, total: float) -> None:
     u[ring.u0 + slot] = min(u[ring.u0 + slot] + count, _U32_MAX)
     d[ring.d0 + slot] += total
 
 
-def _new_feature(agg: _Agg, value: float, ts: float) -> _Feature:
-    d = array("d", bytes(8 * agg.d_len))
-    d[_MIN] = d[_MAX] = d[_LAST] = value
-    d[_LAST_TS] = ts
-    return d, array(_U32, bytes(4 * agg.u_len))
-
-
-def _fold_cumulative(d: array, ts: float, value: float) -> None:
-    n = d[_N] + 1.0
-    delta = value - d[_MEAN]
-    mean = d[_MEAN] + delta / n
-    d[_M2] += delta * (value - mean)
-    d[_MEAN] = mean
-    d[_N] = n
-    d[_SUM] += value
-    if value < d[_MIN]:
-        d[_MIN] = value
-    if value > d[_MAX]:
-        d[_MAX] = value
-    if ts >= d[_LAST_TS]:
-        d[_LAST] = value
-        d[_LAST_TS] = ts
-
-
-# -- the stored form ----------------------------------------------------------
-
-# {"v": 2, "ts": T, "f": {feature: {"k": ring layout, "d": [...], "u": [...]}}}: the arrays as
-# lists. A feature whose stored ring layout differs from the spec's keeps its cumulative stats
-# and starts its windows afresh; features not in the spec are dropped.
-
-
-def _decode(plan: _Plan, state: State | None) -> _Work:
-    if not isinstance(state, dict) or state.get("v") != STATE_VERSION or state.get("ts") is None:
-        return _Work(None, {})
-    stored = state["f"]
-    feats: dict[str, _Feature] = {}
-    for agg in plan.aggs:
-        fs = stored.get(agg.feature)
-        if fs is None:
-            continue
-        d, u = array("d", fs["d"]), array(_U32, fs["u"])
-        if fs["k"] != agg.layout or len(d) != agg.d_len or len(u) != agg.u_len:
-            d = d[:_HELD] + array("d", bytes(8 * (agg.d_len - _HELD)))
-            u = array(_U32, bytes(4 * agg.u_len))
-        feats[agg.feature] = (d, u)
-    return _Work(float(state["ts"]), feats)
-
-
-def _encode(plan: _Plan, work: _Work) -> State:
-    feats = {}
-    for agg in plan.aggs:
-        fs = work.feats.get(agg.feature)
-        if fs is not None:
-            feats[agg.feature] = {"k": agg.layout, "d": fs[0].tolist(), "u": fs[1].tolist()}
-    return {"v": STATE_VERSION, "ts": work.top, "f": feats}
-
-
-_PLANS: dict[int, tuple[FeatureSpec, _Plan]] = {}
-
-
-def _plan(spec: FeatureSpec) -> _Plan:
-    """The spec's layout, worked out once per spec (the cache holds the spec, so its id holds)."""
-    hit = _PLANS.get(id(spec))
-    if hit is not None and hit[0] is spec:
-        return hit[1]
-    if len(_PLANS) >= 64:
-        _PLANS.clear()
-    plan = _Plan(spec)
-    _PLANS[id(spec)] = (spec, plan)
-    return plan
+def _fold_cumulative(d: array, at: int, ts: float, value: float) -> None:
+    n = d[at + N] + 1.0
+    if n == 1.0:
+        d[at + MIN] = d[at + MAX] = d[at + LAST] = value
+        d[at + LAST_TS] = ts
+    delta = value - d[at + MEAN]
+    mean = d[at + MEAN] + delta / n
+    d[at + M2] += delta * (value - mean)
+    d[at + MEAN] = mean
+    d[at + N] = n
+    d[at + SUM] += value
+    if value < d[at + MIN]:
+        d[at + MIN] = value
+    elif value > d[at + MAX]:
+        d[at + MAX] = value
+    if ts >= d[at + LAST_TS]:
+        d[at + LAST] = value
+        d[at + LAST_TS] = ts
 
 
 def _numeric(value: object) -> float | None:

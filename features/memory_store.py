@@ -37,7 +37,6 @@ from features.store import (
     BatchRead,
     State,
     check_ttl,
-    decode_state,
     encode_state,
     key_prefix,
 )
@@ -60,7 +59,7 @@ class MemoryFeatureStore:
 
     async def read_entities(self, entity_ids: Sequence[str]) -> list[State | None]:
         now = self._clock()
-        return [decode_state(self._get(ENTITY + i, now)) for i in entity_ids]
+        return [self._get(ENTITY + i, now) for i in entity_ids]
 
     async def write_entities(self, states: Mapping[str, State], ttl_s: int) -> None:
         self._set_many(ENTITY, {k: encode_state(v) for k, v in states.items()}, ttl_s)
@@ -75,7 +74,7 @@ class MemoryFeatureStore:
     async def begin_batch(self, entity_ids: Sequence[str], event_ids: Sequence[str]) -> BatchRead:
         now = self._clock()
         return BatchRead(
-            states=[decode_state(self._get(ENTITY + i, now)) for i in entity_ids],
+            states=[self._get(ENTITY + i, now) for i in entity_ids],
             seen=[self._get(SEEN + i, now) for i in event_ids],
         )
 

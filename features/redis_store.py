@@ -37,7 +37,6 @@ from features.store import (
     BatchRead,
     State,
     check_ttl,
-    decode_state,
     encode_state,
     key_prefix,
 )
@@ -140,7 +139,7 @@ class RedisFeatureStore:
         keys = self._keys(ENTITY, entity_ids) + self._keys(SEEN, event_ids)
         blobs = await self._call(self._r.mget(keys))
         n = len(entity_ids)
-        return BatchRead(states=[decode_state(b) for b in blobs[:n]], seen=list(blobs[n:]))
+        return BatchRead(states=blobs[:n], seen=blobs[n:])
 
     async def commit_batch(
         self,

@@ -15,7 +15,7 @@ A miss is ``None``, never an exception; an unreachable backend raises
 Keys live under ``stream:{namespace}:`` (``stream:`` without a namespace), so tests and several
 apps can share one Redis::
 
-    stream:{ns}:ent:{entity_id}      entity state (orjson)        entity TTL, refreshed on write
+    stream:{ns}:ent:{entity_id}      entity state (opaque bytes)  entity TTL, refreshed on write
     stream:{ns}:snap:{event_id}      scored feature vector        snapshot TTL
     stream:{ns}:seen:{event_id}      claim: caller's bytes        claim TTL
     stream:{ns}:plabel:{event_id}    label that came early        pending TTL
@@ -31,9 +31,9 @@ or ``redis://host:port/db``, ``rediss://...``, ``unix:///path.sock``
 ...     store = open_feature_store("memory://", namespace="demo")
 ...     early = await store.join_labels({"e1": b"fraud"}, pending_ttl_s=60, learned_ttl_s=60)
 ...     first = await store.begin_batch(["alice"], ["e1"])
-...     learn = await store.commit_batch({"alice": {"n": 1}}, {"e1": b"pred"}, {"e1": b"x"}, **TTLS)
+...     learn = await store.commit_batch({"alice": b"s1"}, {"e1": b"pred"}, {"e1": b"x"}, **TTLS)
 ...     retry = await store.begin_batch(["alice"], ["e1"])
-...     again = await store.commit_batch({"alice": {"n": 1}}, {"e1": b"pred"}, {"e1": b"x"}, **TTLS)
+...     again = await store.commit_batch({"alice": b"s1"}, {"e1": b"pred"}, {"e1": b"x"}, **TTLS)
 ...     late = await store.join_labels({"e1": b"fraud"}, pending_ttl_s=60, learned_ttl_s=60)
 ...     await store.aclose()
 ...     return early, first, learn, retry, again, late
@@ -41,19 +41,16 @@ or ``redis://host:port/db``, ``rediss://...``, ``unix:///path.sock``
 {'e1': ('parked', None)}
 BatchRead(states=[None], seen=[None])
 {'e1': b'fraud'}
-BatchRead(states=[{'n': 1}], seen=[b'pred'])
+BatchRead(states=[b's1'], seen=[b'pred'])
 {}
 {'e1': ('duplicate', None)}
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, runtime_checkable
-
-import orjson
+from typing import Final, Protocol, runtime_checkable
 
 from stream_app.errors import ConfigError
 
@@ -65,16 +62,13 @@ __all__ = [
     "REDELIVERED",
     "BatchRead",
     "FeatureStore",
-    "decode_state",
     "encode_state",
     "key_prefix",
     "open_feature_store",
 ]
 
-log = logging.getLogger(__name__)
-
-#: a per-entity state as stored: a JSON object
-State = dict[str, Any]
+#: a per-entity state as stored: opaque bytes (``features.state`` makes and reads them)
+State = bytes
 
 ENTITY: Final = "ent:"
 SNAPSHOT: Final = "snap:"
@@ -216,18 +210,20 @@ def check_ttl(ttl_s: int) -> int:
 
 
 def encode_state(state: State) -> bytes:
-    return orjson.dumps(state)
+    """The bytes stored for an entity state: the state itself (a copy of a bytearray).
 
+    The store carries states as they are; anything but bytes is a caller's bug, refused before
+    any write.
 
-def decode_state(blob: bytes | None) -> State | None:
-    """A stored state, or ``None`` for a miss; an undecodable blob is logged and is a miss."""
-    if blob is None:
-        return None
-    try:
-        state = orjson.loads(blob)
-    except orjson.JSONDecodeError:
-        state = None
-    if not isinstance(state, dict):
-        log.warning("feature store: undecodable entity state dropped (%d bytes)", len(blob))
-        return None
-    return state
+    >>> encode_state(bytearray(b"\\xa5"))
+    b'\\xa5'
+    >>> encode_state({"v": 1})
+    Traceback (most recent call last):
+    ...
+    TypeError: an entity state is bytes (see features.state), got dict
+    """
+    if isinstance(state, bytes):
+        return state
+    if isinstance(state, (bytearray, memoryview)):
+        return bytes(state)
+    raise TypeError(f"an entity state is bytes (see features.state), got {type(state).__name__}")

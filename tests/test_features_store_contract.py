@@ -18,7 +18,7 @@ from stream_app.errors import ServiceError
 TTL = 60
 TTLS = dict(entity_ttl_s=TTL, snapshot_ttl_s=TTL, claim_ttl_s=TTL)
 LABEL_TTLS = dict(pending_ttl_s=TTL, learned_ttl_s=TTL)
-STATE = {"v": 1, "ts": 12.5, "f": {"amount": {"n": 2, "t": [1.0, 2.5], "c": [3.0, -1e-9]}}}
+STATE = b"\xa5\x03" + bytes(range(256)) * 12   # entity states are opaque bytes to the store
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -52,15 +52,25 @@ async def test_misses_are_none_and_empty_calls_are_empty(store: FeatureStore) ->
 
 
 async def test_entity_state_round_trip(store: FeatureStore) -> None:
-    await store.write_entities({"alice": STATE, "bøb é/🙂": {"x": [1, 2.5, None]}}, TTL)
-    got = await store.read_entities(["bøb é/🙂", "missing", "alice", "alice"])
-    assert got == [{"x": [1, 2.5, None]}, None, STATE, STATE]
-    mine = got[2]
-    assert mine is not None
-    mine["ts"] = 0.0   # callers own what they read
-    assert (await store.read_entities(["alice"]))[0] == STATE
-    await store.write_entities({"alice": {"v": 2}}, TTL)
-    assert await store.read_entities(["alice"]) == [{"v": 2}]
+    await store.write_entities({"alice": STATE, "bøb é/🙂": b"\x00\xff", "empty": b""}, TTL)
+    got = await store.read_entities(["bøb é/🙂", "missing", "alice", "alice", "empty"])
+    assert got == [b"\x00\xff", None, STATE, STATE, b""]
+    assert all(type(s) is bytes for s in got if s is not None)
+    mine = bytearray(STATE)
+    await store.write_entities({"carol": mine}, TTL)
+    mine[0] = 0   # the store keeps what it was given, not the caller's buffer
+    assert (await store.read_entities(["carol"]))[0] == STATE
+    await store.write_entities({"alice": b"\xa5\x02"}, TTL)
+    assert await store.read_entities(["alice"]) == [b"\xa5\x02"]
+
+
+async def test_a_state_that_is_not_bytes_is_refused_before_any_write(store: FeatureStore) -> None:
+    with pytest.raises(TypeError, match="entity state is bytes"):
+        await store.write_entities({"a": b"ok", "b": {"v": 1}}, TTL)  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match="entity state is bytes"):
+        await store.commit_batch({"a": b"ok", "b": {"v": 1}}, {"e": b"p"}, {"e": b"v"},  # type: ignore[dict-item]
+                                 **TTLS)
+    assert await store.begin_batch(["a", "b"], ["e"]) == BatchRead([None, None], [None])
 
 
 async def test_snapshots_round_trip_as_opaque_bytes(store: FeatureStore) -> None:
@@ -78,15 +88,15 @@ async def test_begin_batch_reads_states_and_claims_and_writes_nothing(store: Fea
 
 async def test_commit_then_begin_shows_states_claims_and_snapshots(store: FeatureStore) -> None:
     assert await store.commit_batch(
-        {"alice": {"n": 3}, "bob": {"n": 1}}, {"e1": b"p1", "e2": b"p2"},
+        {"alice": b"n3", "bob": b"n1"}, {"e1": b"p1", "e2": b"p2"},
         {"e1": b"v1", "e2": b"v2"}, **TTLS) == {}
     read = await store.begin_batch(["bob", "alice", "carol"], ["e1", "e2", "e3"])
-    assert read == BatchRead(states=[{"n": 1}, {"n": 3}, None], seen=[b"p1", b"p2", None])
+    assert read == BatchRead(states=[b"n1", b"n3", None], seen=[b"p1", b"p2", None])
     assert await store.get_snapshots(["e1", "e2"]) == [b"v1", b"v2"]
     # a retried commit overwrites, it does not fail
-    assert await store.commit_batch({"bob": {"n": 2}}, {"e1": b"p1'"}, {"e1": b"v1'"}, **TTLS) == {}
+    assert await store.commit_batch({"bob": b"n2"}, {"e1": b"p1'"}, {"e1": b"v1'"}, **TTLS) == {}
     read = await store.begin_batch(["bob"], ["e1"])
-    assert read == BatchRead(states=[{"n": 2}], seen=[b"p1'"])
+    assert read == BatchRead(states=[b"n2"], seen=[b"p1'"])
     assert await store.get_snapshots(["e1"]) == [b"v1'"]
 
 
@@ -172,16 +182,16 @@ async def test_expired_snapshot_and_labels_of_learned_events(store: FeatureStore
 
 
 async def test_ttls_expire_and_writes_refresh_them(store: FeatureStore) -> None:
-    await store.write_entities({"short": {"a": 1}, "kept": {"a": 2}}, 1)
-    await store.write_entities({"kept": {"a": 3}}, TTL)
-    await store.commit_batch({"committed": {"a": 4}, "brief": {"a": 5}}, {"e1": b"p"},
+    await store.write_entities({"short": b"a1", "kept": b"a2"}, 1)
+    await store.write_entities({"kept": b"a3"}, TTL)
+    await store.commit_batch({"committed": b"a4", "brief": b"a5"}, {"e1": b"p"},
                              {"e1": b"v"}, entity_ttl_s=TTL, snapshot_ttl_s=1, claim_ttl_s=1)
-    await store.commit_batch({"brief": {"a": 6}}, {}, {}, entity_ttl_s=1, snapshot_ttl_s=TTL,
+    await store.commit_batch({"brief": b"a6"}, {}, {}, entity_ttl_s=1, snapshot_ttl_s=TTL,
                              claim_ttl_s=TTL)
     await store.join_labels({"e2": b"1"}, pending_ttl_s=1, learned_ttl_s=TTL)
     await asyncio.sleep(1.3)
     read = await store.begin_batch(["short", "kept", "committed", "brief"], ["e1"])
-    assert read == BatchRead(states=[None, {"a": 3}, {"a": 4}, None], seen=[None])
+    assert read == BatchRead(states=[None, b"a3", b"a4", None], seen=[None])
     assert await store.get_snapshots(["e1"]) == [None]
     assert await store.commit_batch({}, {}, {"e2": b"v"}, **TTLS) == {}   # parked label expired
 
@@ -189,10 +199,10 @@ async def test_ttls_expire_and_writes_refresh_them(store: FeatureStore) -> None:
 @pytest.mark.parametrize("ttl", [0, -1, 1.5])
 async def test_bad_ttl_is_rejected_before_any_write(store: FeatureStore, ttl: float) -> None:
     with pytest.raises(ValueError, match="ttl_s"):
-        await store.write_entities({"a": {}}, ttl)  # type: ignore[arg-type]
+        await store.write_entities({"a": b""}, ttl)  # type: ignore[arg-type]
     for name in TTLS:
         with pytest.raises(ValueError, match="ttl_s"):
-            await store.commit_batch({"a": {}}, {"e": b"p"}, {"e": b"v"},
+            await store.commit_batch({"a": b""}, {"e": b"p"}, {"e": b"v"},
                                      **{**TTLS, name: ttl})  # type: ignore[arg-type]
     for name in LABEL_TTLS:
         with pytest.raises(ValueError, match="ttl_s"):
@@ -204,7 +214,7 @@ async def test_bad_ttl_is_rejected_before_any_write(store: FeatureStore, ttl: fl
 async def test_namespaces_do_not_see_each_other(store: FeatureStore, store_url: str) -> None:
     other = open_feature_store(store_url, namespace=f"test-{uuid.uuid4().hex}")
     try:
-        await store.commit_batch({"alice": {"a": 1}}, {"e1": b"p"}, {"e1": b"v"}, **TTLS)
+        await store.commit_batch({"alice": b"a1"}, {"e1": b"p"}, {"e1": b"v"}, **TTLS)
         await store.join_labels({"e2": b"1"}, **LABEL_TTLS)
         assert await other.begin_batch(["alice"], ["e1"]) == BatchRead([None], [None])
         assert await other.get_snapshots(["e1"]) == [None]
@@ -220,11 +230,11 @@ async def test_large_batches(store: FeatureStore) -> None:
     labels = {i: i.encode() for i in ids}
     joined = await store.join_labels(labels, **LABEL_TTLS)
     assert set(joined.values()) == {("parked", None)} and list(joined) == ids
-    early = await store.commit_batch({i: {"i": n} for n, i in enumerate(ids)},
+    early = await store.commit_batch({i: str(n).encode() for n, i in enumerate(ids)},
                                      {i: b"p" for i in ids}, {i: b"s" for i in ids}, **TTLS)
     assert early == labels
     read = await store.begin_batch(ids, ids)
-    assert [s and s["i"] for s in read.states] == list(range(2000))
+    assert read.states == [str(n).encode() for n in range(2000)]
     assert read.seen == [b"p"] * 2000
     again = await store.join_labels(labels, **LABEL_TTLS)
     assert set(again.values()) == {("duplicate", None)} and len(again) == 2000
@@ -235,7 +245,7 @@ async def test_unreachable_redis_is_a_retriable_service_error() -> None:
     try:
         assert await store.ping() is False
         for call in (store.begin_batch(["a"], ["e"]),
-                     store.commit_batch({"a": {}}, {"e": b"p"}, {"e": b"v"}, **TTLS),
+                     store.commit_batch({"a": b""}, {"e": b"p"}, {"e": b"v"}, **TTLS),
                      store.join_labels({"e": b"1"}, **LABEL_TTLS)):
             with pytest.raises(ServiceError) as info:
                 await call
