@@ -39,8 +39,7 @@ Semantics
   event costs the same and the state has the same size however many events a window holds.
 * ``seconds_since_last_by_entity`` is ``max(0, t - T)`` (late events give 0.0).
 
->>> from stream_app.settings import AggregateSettings, FeatureSettings
->>> from features.spec import compile_spec
+>>> from features.spec import AggregateSettings, FeatureSettings, compile_spec
 >>> spec = compile_spec(FeatureSettings(since_last=True, aggregates=(
 ...     AggregateSettings(feature="amount", stats=("count", "mean", "std"), windows=("1m",)),)))
 >>> spec.aggregates[0].rings  # the minute in 30 tiles of 2 s
@@ -146,8 +145,7 @@ def fold_events(
     The state is decoded once and encoded once, whatever the number of events. States are
     immutable bytes, so ``reuse_state`` (kept for callers that own the state) changes nothing.
 
-    >>> from stream_app.settings import AggregateSettings, FeatureSettings
-    >>> from features.spec import compile_spec
+    >>> from features.spec import AggregateSettings, FeatureSettings, compile_spec
     >>> spec = compile_spec(FeatureSettings(aggregates=(AggregateSettings(feature="x"),)))
     >>> rows, state = fold_events(spec, None, [(1.0, {"x": 2}), (2.0, {"x": None}), (3.0, {"x": 4})])
     >>> [row["x_mean_by_entity"] for row in rows], compute(spec, state, 4.0)["x_count_by_entity"]

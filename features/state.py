@@ -20,8 +20,7 @@ changes, a feature it still declares keeps its cumulative stats, and its windows
 ring layout id (a CRC-32 of its tile sizes and ring lengths) is unchanged; they restart
 otherwise. A feature the spec no longer declares is dropped.
 
->>> from stream_app.settings import AggregateSettings, FeatureSettings
->>> from features.spec import compile_spec
+>>> from features.spec import AggregateSettings, FeatureSettings, compile_spec
 >>> layout = layout_of(compile_spec(FeatureSettings(aggregates=(
 ...     AggregateSettings(feature="f0", windows=("10m", "1h")),))))
 >>> work = decode(layout, None)
