@@ -5,9 +5,11 @@
     spec.py          FeatureSettings -> FeatureSpec (derived names, windows)   pure
     aggregates.py    compute / update / fold_events over a per-entity state   pure
     state.py         the state as bytes: versioned, one size per spec         pure
-    store.py         FeatureStore protocol, BatchRead, open_feature_store(url)
-    memory_store.py  MemoryFeatureStore   (memory://)
-    redis_store.py   RedisFeatureStore    (redis://, rediss://, unix://)
+    store/           the online store, laid out like models/registry/:
+      protocol.py    FeatureStore protocol, open_feature_store(url), scheme -> backend
+      base.py        key layout, statuses, BatchRead, state codec, TTL checks
+      memory.py      MemoryFeatureStore   (memory://)
+      redis.py       RedisFeatureStore    (redis://, rediss://, unix://)
 
 Backends are imported on demand, so importing this package does not import ``redis``.
 """

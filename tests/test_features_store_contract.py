@@ -7,12 +7,14 @@ shared); each test gets its own namespace so nothing collides.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 
 from features.store import BatchRead, FeatureStore, open_feature_store
+from features.store.redis import RedisFeatureStore
 from stream_app.errors import ServiceError
 
 TTL = 60
@@ -252,3 +254,42 @@ async def test_unreachable_redis_is_a_retriable_service_error() -> None:
             assert info.value.retriable
     finally:
         await store.aclose()
+
+
+async def test_a_redis_that_never_answers_fails_at_the_deadline_not_never() -> None:
+    """A peer that accepts and then stays silent (a stopped server: TCP alone waits forever)."""
+    silent: list[asyncio.StreamWriter] = []
+
+    async def accept(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        silent.append(writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    store = RedisFeatureStore.from_url(f"redis://127.0.0.1:{port}/0", deadline_s=0.5)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ServiceError, match="no reply within 0.5 s") as info:
+            await store.begin_batch(["a"], ["e"])
+        assert info.value.retriable and time.monotonic() - started < 3.0
+        assert await store.ping() is False
+    finally:
+        await store.aclose()
+        for writer in silent:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_the_redis_client_has_no_socket_timeout_but_a_connect_timeout_and_keepalive(
+        ) -> None:
+    tcp = RedisFeatureStore.from_url("redis://127.0.0.1:6379/0")
+    unix = RedisFeatureStore.from_url("unix:///tmp/redis.sock")
+    try:
+        options = tcp._r.connection_pool.connection_kwargs
+        assert options["socket_timeout"] is None and options["socket_connect_timeout"] == 5.0
+        assert options["socket_keepalive"] is True and options["socket_keepalive_options"]
+        options = unix._r.connection_pool.connection_kwargs
+        assert options["socket_timeout"] is None and "socket_keepalive" not in options
+    finally:
+        await tcp.aclose()
+        await unix.aclose()

@@ -26,7 +26,7 @@ from typing import Any, Final
 import redis.asyncio as aredis
 from redis.exceptions import RedisError, WatchError
 
-from features.store import key_prefix
+from features.store.base import key_prefix
 from models.registry.base import MakeRecord, RegistryBase
 from models.registry.lifecycle import Catalog, Plan, PlanFn
 from models.registry.types import StageChange, VersionInfo, check_stage

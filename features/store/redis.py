@@ -9,7 +9,17 @@ Replies are kept short: taken labels come back as ``[index, label, ...]`` pairs 
 only, join outcomes as one ``"jdep"`` string plus the joined snapshots. Needs Redis >= 6.2
 (``GETDEL``). Scripts are loaded on first use (redis-py retries ``NOSCRIPT`` with a load).
 
-Errors: any ``RedisError`` becomes :class:`~stream_app.errors.ServiceError` (retriable).
+Timeouts: redis-py's asyncio client with a ``socket_timeout`` wraps every send in
+``asyncio.wait_for`` (a new task) and every reply in a timeout, ~35 us of CPU per call here.
+The client has no socket timeout; instead each store call (one command) runs under one
+deadline, :data:`DEADLINE_S` (a single timer, a few us), which also bounds a server that is
+alive but never answers (stopped, wedged), which TCP alone would wait on forever. Connecting
+is bounded by :data:`CONNECT_TIMEOUT_S`; TCP keepalive (plus ``TCP_USER_TIMEOUT`` on Linux)
+drops idle pooled connections to a host that is gone. A killed server closes the connection,
+which fails at once.
+
+Errors: any ``RedisError``, and the deadline, become :class:`~stream_app.errors.ServiceError`
+(retriable).
 Retrying is safe: ``begin_batch`` only reads and every write is an overwrite. What a retry
 cannot undo is a taken label whose reply was lost: ``commit_batch`` (or ``join_labels``) marked
 it learned, so the retry reports nothing (or ``"duplicate"``). Learning is at most once.
@@ -17,13 +27,15 @@ it learned, so the retry reports nothing (or ``"duplicate"``). Learning is at mo
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 import redis.asyncio as aredis
 from redis.exceptions import RedisError
 
-from features.store import (
+from features.store.base import (
     DUPLICATE,
     ENTITY,
     EXPIRED,
@@ -42,7 +54,16 @@ from features.store import (
 )
 from stream_app.errors import ServiceError
 
-__all__ = ["RedisFeatureStore"]
+__all__ = ["CONNECT_TIMEOUT_S", "DEADLINE_S", "RedisFeatureStore", "keepalive_options"]
+
+#: how long one store call may take, reconnects and redis-py's retries included
+DEADLINE_S: Final = 15.0
+#: how long connecting may take
+CONNECT_TIMEOUT_S: Final = 5.0
+#: TCP keepalive: probe after 10 s idle, every 5 s, give up after 3 unanswered; and give up
+#: on data unacknowledged for 25 s (Linux ``TCP_USER_TIMEOUT``)
+_KEEPALIVE: Final = (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3),
+                     ("TCP_USER_TIMEOUT", 25_000))
 
 # KEYS: the keys to write (entities, claims, snapshots: as many as ARGV values), then nl label
 # keys and (when marking) nl learned keys, for the last nl keys written (the snapshots).
@@ -98,24 +119,41 @@ _J, _R = ord("j"), ord("r")
 _STATUS = {_J: JOINED, _R: REDELIVERED, ord("d"): DUPLICATE, ord("e"): EXPIRED, ord("p"): PARKED}
 
 
+def keepalive_options() -> dict[int, int]:
+    """:data:`_KEEPALIVE` for the options this platform has."""
+    return {getattr(socket, name): value for name, value in _KEEPALIVE if hasattr(socket, name)}
+
+
 class RedisFeatureStore:
-    """The :class:`~features.store.FeatureStore` contract over ``redis.asyncio``.
+    """The :class:`~features.store.protocol.FeatureStore` contract over ``redis.asyncio``.
 
     Takes ownership of ``client`` (closed by :meth:`aclose`); :meth:`from_url` builds one.
     """
 
-    def __init__(self, client: aredis.Redis, namespace: str = ""):
+    def __init__(self, client: aredis.Redis, namespace: str = "", *,
+                 deadline_s: float | None = DEADLINE_S):
         self._r = client
         self._prefix = key_prefix(namespace)
+        self._deadline_s = deadline_s
         self._commit = client.register_script(_COMMIT)
         self._join = client.register_script(_JOIN)
 
     @classmethod
-    def from_url(cls, url: str, *, namespace: str = "", **kwargs: Any) -> RedisFeatureStore:
-        """Connect lazily to ``redis://``, ``rediss://`` or ``unix://`` (RESP2, bytes replies)."""
-        options: dict[str, Any] = {"protocol": 2, "socket_connect_timeout": 5.0}
+    def from_url(cls, url: str, *, namespace: str = "", deadline_s: float | None = DEADLINE_S,
+                 **kwargs: Any) -> RedisFeatureStore:
+        """Connect lazily to ``redis://``, ``rediss://`` or ``unix://`` (RESP2, bytes replies).
+
+        Each call has ``deadline_s`` (``None``: no deadline) and the client no socket timeout
+        (see the module docstring); ``kwargs`` and the URL's query (``?socket_timeout=2``)
+        override the client's options.
+        """
+        options: dict[str, Any] = {"protocol": 2, "socket_connect_timeout": CONNECT_TIMEOUT_S,
+                                   "socket_timeout": None}
+        if not url.startswith("unix:"):
+            options.update(socket_keepalive=True, socket_keepalive_options=keepalive_options())
         options.update(kwargs)
-        return cls(aredis.Redis.from_url(url, decode_responses=False, **options), namespace)
+        client = aredis.Redis.from_url(url, decode_responses=False, **options)
+        return cls(client, namespace, deadline_s=deadline_s)
 
     # -- the contract -------------------------------------------------------
 
@@ -171,8 +209,8 @@ class RedisFeatureStore:
 
     async def ping(self) -> bool:
         try:
-            return bool(await self._r.ping())
-        except (RedisError, OSError):
+            return bool(await self._call(self._r.ping()))
+        except (ServiceError, OSError):
             return False
 
     async def aclose(self) -> None:
@@ -213,10 +251,15 @@ class RedisFeatureStore:
         return {snap_ids[pairs[k] - 1]: pairs[k + 1] for k in range(0, len(pairs), 2)}
 
     async def _call(self, awaitable: Awaitable[Any]) -> Any:
+        """One command, within the store's deadline (see the module docstring)."""
         try:
-            return await awaitable
+            async with asyncio.timeout(self._deadline_s):
+                return await awaitable
         except RedisError as exc:
             raise ServiceError(f"redis feature store: {type(exc).__name__}: {exc}") from exc
+        except TimeoutError as exc:  # the deadline, not redis-py's own TimeoutError
+            raise ServiceError(
+                f"redis feature store: no reply within {self._deadline_s} s") from exc
 
 
 def _join_reply(

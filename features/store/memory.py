@@ -1,6 +1,6 @@
 """The in-process online store: one dict of bytes with monotonic-clock expiry.
 
-A real implementation of :class:`~features.store.FeatureStore`, used by the demo and the unit
+A real implementation of :class:`~features.store.protocol.FeatureStore`, used by the demo and the unit
 tests and held to the same contract tests as Redis. Values are stored encoded, exactly as in
 Redis, so a caller never shares objects with the store. No method awaits, so each call is
 atomic like a Redis script. Expired keys vanish when touched, and a sweep after as many writes
@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from features.store import (
+from features.store.base import (
     DUPLICATE,
     ENTITY,
     EXPIRED,
@@ -47,13 +47,18 @@ _MIN_SWEEP = 1024
 
 
 class MemoryFeatureStore:
-    """The :class:`~features.store.FeatureStore` contract over a dict, for one process."""
+    """The :class:`~features.store.protocol.FeatureStore` contract over a dict, for one process."""
 
     def __init__(self, namespace: str = "", *, clock: Callable[[], float] = time.monotonic):
         self._prefix = key_prefix(namespace)
         self._clock = clock
         self._data: dict[str, tuple[bytes, float]] = {}
         self._writes = 0
+
+    @classmethod
+    def from_url(cls, url: str, *, namespace: str = "") -> MemoryFeatureStore:
+        """A new, empty store for ``memory://`` (anything after the scheme is ignored)."""
+        return cls(namespace)
 
     # -- the contract -------------------------------------------------------
 

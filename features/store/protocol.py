@@ -10,20 +10,14 @@ re-emit it. The label agent spends one: :meth:`FeatureStore.join_labels`, also a
 label and its event can race without the label being lost or learned twice.
 
 A miss is ``None``, never an exception; an unreachable backend raises
-:class:`~stream_app.errors.ServiceError`.
+:class:`~stream_app.errors.ServiceError`. Entity states are opaque bytes to the store; the key
+layout is in ``features.store.base``.
 
-Keys live under ``stream:{namespace}:`` (``stream:`` without a namespace), so tests and several
-apps can share one Redis::
-
-    stream:{ns}:ent:{entity_id}      entity state (opaque bytes)  entity TTL, refreshed on write
-    stream:{ns}:snap:{event_id}      scored feature vector        snapshot TTL
-    stream:{ns}:seen:{event_id}      claim: caller's bytes        claim TTL
-    stream:{ns}:plabel:{event_id}    label that came early        pending TTL
-    stream:{ns}:learned:{event_id}   the label's position or "1"  claim / learned TTL
-
-Backends are chosen by URL: ``memory://`` (:class:`~features.memory_store.MemoryFeatureStore`)
-or ``redis://host:port/db``, ``rediss://...``, ``unix:///path.sock``
-(:class:`~features.redis_store.RedisFeatureStore`).
+Backends are chosen by URL, as Faust chooses its stores (``FactoryMapping.by_url``): the
+scheme names a ``module:class`` in :data:`BACKENDS`, imported on first use, whose
+``from_url`` builds the store. ``memory://`` is
+:class:`~features.store.memory.MemoryFeatureStore`; ``redis://host:port/db``, ``rediss://...``
+and ``unix:///path.sock`` are :class:`~features.store.redis.RedisFeatureStore`.
 
 >>> import asyncio
 >>> TTLS = dict(entity_ttl_s=60, snapshot_ttl_s=60, claim_ttl_s=60)
@@ -48,53 +42,22 @@ BatchRead(states=[b's1'], seen=[b'pred'])
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Final, Protocol, runtime_checkable
 
+from features.store.base import BatchRead, State
 from stream_app.errors import ConfigError
 
-__all__ = [
-    "DUPLICATE",
-    "EXPIRED",
-    "JOINED",
-    "PARKED",
-    "REDELIVERED",
-    "BatchRead",
-    "FeatureStore",
-    "encode_state",
-    "key_prefix",
-    "open_feature_store",
-]
+__all__ = ["BACKENDS", "FeatureStore", "StoreBackend", "backend_by_url", "open_feature_store"]
 
-#: a per-entity state as stored: opaque bytes (``features.state`` makes and reads them)
-State = bytes
-
-ENTITY: Final = "ent:"
-SNAPSHOT: Final = "snap:"
-SEEN: Final = "seen:"
-PENDING_LABEL: Final = "plabel:"
-LEARNED: Final = "learned:"
-LEARNED_VALUE: Final = b"1"
-
-#: what :meth:`FeatureStore.join_labels` did with a label
-JOINED: Final = "joined"  # its snapshot was there and it was not learned yet: learn now
-DUPLICATE: Final = "duplicate"  # its event was learned from already
-EXPIRED: Final = "expired"  # its event was scored but the snapshot has expired
-PARKED: Final = "parked"  # its event was not scored yet: kept for commit_batch
-#: the very label record that was joined before (same position) came again: the caller
-#: decides whether its model has learned it (see ``stream_app.flow``)
-REDELIVERED: Final = "redelivered"
-
-
-@dataclass(frozen=True, slots=True)
-class BatchRead:
-    """What :meth:`FeatureStore.begin_batch` found, aligned with its arguments."""
-
-    #: one per entity id: the stored state, or ``None``
-    states: list[State | None]
-    #: one per event id: the claim value committed for it, or ``None`` if never committed
-    seen: list[bytes | None]
+#: URL scheme -> the ``module:class`` of its backend (imported only when a URL names it)
+BACKENDS: Final[Mapping[str, str]] = {
+    "memory": "features.store.memory:MemoryFeatureStore",
+    "redis": "features.store.redis:RedisFeatureStore",
+    "rediss": "features.store.redis:RedisFeatureStore",
+    "unix": "features.store.redis:RedisFeatureStore",
+}
 
 
 @runtime_checkable
@@ -165,65 +128,38 @@ class FeatureStore(Protocol):
         ...
 
 
+class StoreBackend(Protocol):
+    """A backend class: it builds its store from a URL."""
+
+    def from_url(self, url: str, *, namespace: str = "") -> FeatureStore:
+        ...
+
+
+def backend_by_url(url: str) -> StoreBackend:
+    """The backend class for ``url``'s scheme, imported on first use.
+
+    >>> backend_by_url("redis://127.0.0.1:6379/0").__name__
+    'RedisFeatureStore'
+    >>> backend_by_url("postgres://db")
+    Traceback (most recent call last):
+    ...
+    stream_app.errors.ConfigError: feature store URL must start with memory://, redis://, rediss:// or unix://, got 'postgres://db'
+    """
+    scheme, sep, _ = url.partition("://")
+    target = BACKENDS.get(scheme) if sep else None
+    if target is None:
+        schemes = [f"{name}://" for name in BACKENDS]
+        raise ConfigError(f"feature store URL must start with {', '.join(schemes[:-1])} or "
+                          f"{schemes[-1]}, got {url!r}")
+    module, _, name = target.partition(":")
+    backend: StoreBackend = getattr(importlib.import_module(module), name)
+    return backend
+
+
 def open_feature_store(url: str, *, namespace: str = "") -> FeatureStore:
     """The store for ``url``: ``memory://`` or ``redis://``, ``rediss://``, ``unix://``.
 
     >>> type(open_feature_store("memory://")).__name__
     'MemoryFeatureStore'
-    >>> open_feature_store("postgres://db")
-    Traceback (most recent call last):
-    ...
-    stream_app.errors.ConfigError: feature store URL must start with memory://, redis://, rediss:// or unix://, got 'postgres://db'
     """
-    scheme = url.partition("://")[0] if "://" in url else ""
-    if scheme == "memory":
-        from features.memory_store import MemoryFeatureStore
-
-        return MemoryFeatureStore(namespace)
-    if scheme in ("redis", "rediss", "unix"):
-        from features.redis_store import RedisFeatureStore
-
-        return RedisFeatureStore.from_url(url, namespace=namespace)
-    raise ConfigError(
-        "feature store URL must start with memory://, redis://, rediss:// or unix://, "
-        f"got {url!r}"
-    )
-
-
-def key_prefix(namespace: str) -> str:
-    """The prefix of every key of a store.
-
-    >>> key_prefix(""), key_prefix("t1"), key_prefix("t1:")
-    ('stream:', 'stream:t1:', 'stream:t1:')
-    """
-    if not namespace:
-        return "stream:"
-    return f"stream:{namespace}" if namespace.endswith(":") else f"stream:{namespace}:"
-
-
-def check_ttl(ttl_s: int) -> int:
-    """TTLs are whole seconds, at least 1 (Redis ``EX`` semantics)."""
-    ttl = int(ttl_s)
-    if ttl < 1 or ttl != ttl_s:
-        raise ValueError(f"ttl_s must be a whole number of seconds >= 1, got {ttl_s!r}")
-    return ttl
-
-
-def encode_state(state: State) -> bytes:
-    """The bytes stored for an entity state: the state itself (a copy of a bytearray).
-
-    The store carries states as they are; anything but bytes is a caller's bug, refused before
-    any write.
-
-    >>> encode_state(bytearray(b"\\xa5"))
-    b'\\xa5'
-    >>> encode_state({"v": 1})
-    Traceback (most recent call last):
-    ...
-    TypeError: an entity state is bytes (see features.state), got dict
-    """
-    if isinstance(state, bytes):
-        return state
-    if isinstance(state, (bytearray, memoryview)):
-        return bytes(state)
-    raise TypeError(f"an entity state is bytes (see features.state), got {type(state).__name__}")
+    return backend_by_url(url).from_url(url, namespace=namespace)

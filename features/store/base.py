@@ -1,0 +1,106 @@
+"""What every feature store backend shares: key layout, statuses, the state codec, TTL checks.
+
+Backends import this module only (never ``protocol``), so nothing imports in a circle.
+
+Keys live under ``stream:{namespace}:`` (``stream:`` without a namespace), so tests and several
+apps can share one Redis::
+
+    stream:{ns}:ent:{entity_id}      entity state (bytes)         entity TTL, refreshed on write
+    stream:{ns}:snap:{event_id}      scored feature vector        snapshot TTL
+    stream:{ns}:seen:{event_id}      claim: caller's bytes        claim TTL
+    stream:{ns}:plabel:{event_id}    label that came early        pending TTL
+    stream:{ns}:learned:{event_id}   the label's position or "1"  claim / learned TTL
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = [
+    "DUPLICATE",
+    "ENTITY",
+    "EXPIRED",
+    "JOINED",
+    "LEARNED",
+    "LEARNED_VALUE",
+    "PARKED",
+    "PENDING_LABEL",
+    "REDELIVERED",
+    "SEEN",
+    "SNAPSHOT",
+    "BatchRead",
+    "State",
+    "check_ttl",
+    "encode_state",
+    "key_prefix",
+]
+
+#: a per-entity state as stored: opaque bytes (``features.state`` makes and reads them)
+State = bytes
+
+ENTITY: Final = "ent:"
+SNAPSHOT: Final = "snap:"
+SEEN: Final = "seen:"
+PENDING_LABEL: Final = "plabel:"
+LEARNED: Final = "learned:"
+LEARNED_VALUE: Final = b"1"
+
+#: what :meth:`~features.store.FeatureStore.join_labels` did with a label
+JOINED: Final = "joined"  # its snapshot was there and it was not learned yet: learn now
+DUPLICATE: Final = "duplicate"  # its event was learned from already
+EXPIRED: Final = "expired"  # its event was scored but the snapshot has expired
+PARKED: Final = "parked"  # its event was not scored yet: kept for commit_batch
+#: the very label record that was joined before (same position) came again: the caller
+#: decides whether its model has learned it (see ``stream_app.pipeline``)
+REDELIVERED: Final = "redelivered"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRead:
+    """What :meth:`~features.store.FeatureStore.begin_batch` found, aligned with its arguments."""
+
+    #: one per entity id: the stored state, or ``None``
+    states: list[State | None]
+    #: one per event id: the claim value committed for it, or ``None`` if never committed
+    seen: list[bytes | None]
+
+
+def key_prefix(namespace: str) -> str:
+    """The prefix of every key of a store.
+
+    >>> key_prefix(""), key_prefix("t1"), key_prefix("t1:")
+    ('stream:', 'stream:t1:', 'stream:t1:')
+    """
+    if not namespace:
+        return "stream:"
+    return f"stream:{namespace}" if namespace.endswith(":") else f"stream:{namespace}:"
+
+
+def check_ttl(ttl_s: int) -> int:
+    """TTLs are whole seconds, at least 1 (Redis ``EX`` semantics)."""
+    ttl = int(ttl_s)
+    if ttl < 1 or ttl != ttl_s:
+        raise ValueError(f"ttl_s must be a whole number of seconds >= 1, got {ttl_s!r}")
+    return ttl
+
+
+def encode_state(state: State) -> bytes:
+    """The bytes stored for an entity state: the state itself (a copy of a bytearray).
+
+    The store carries states as they are (``features.state`` versions them, and reads a
+    state of another version as empty); anything but bytes is a caller's bug, refused before
+    any write.
+
+    >>> encode_state(bytearray(b"\\xa5"))
+    b'\\xa5'
+    >>> encode_state({"v": 1})
+    Traceback (most recent call last):
+    ...
+    TypeError: an entity state is bytes (see features.state), got dict
+    """
+    if isinstance(state, bytes):
+        return state
+    if isinstance(state, (bytearray, memoryview)):
+        return bytes(state)
+    raise TypeError(f"an entity state is bytes (see features.state), got {type(state).__name__}")
