@@ -48,6 +48,8 @@ class EngineMetrics:
         #: labels that arrived before their event, sent back to ``labels`` once it was scored
         #: (they are received a second time: ``received`` counts both)
         self.labels_forwarded = 0
+        #: batches of labels that waited for their events to be scored (``label_wait_s``)
+        self.label_batches_held = 0
         #: the registry snapshot the serving model descends from, and lifecycle facts
         self.snapshot_id = 0
         self.lifecycle: dict[str, Any] = {}
@@ -139,6 +141,7 @@ class EngineMetrics:
                 "parked": self.labels_parked,
                 "relearned": self.labels_relearned,
                 "forwarded": self.labels_forwarded,
+                "batches_held": self.label_batches_held,
                 "learned": self.learned,
                 "coverage": self.labels_joined / self.predictions if self.predictions else None,
                 "delay_s": self.label_delay.summary(),

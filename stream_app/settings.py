@@ -154,6 +154,9 @@ class Settings(BaseSettings):
 
     # -- learning ---------------------------------------------------------
     label_horizon_s: int = Field(default=24 * 3600, ge=1)
+    #: a label whose event is not scored yet is held this long for it (the labels partition
+    #: waits), then parked; 0: park at once
+    label_wait_s: float = Field(default=0.25, ge=0, le=10)
 
     # -- model registry ---------------------------------------------------------------
     #: ``file://PATH`` or ``redis://host:port/db`` (see ``models.registry``)

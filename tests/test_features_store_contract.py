@@ -293,3 +293,16 @@ async def test_the_redis_client_has_no_socket_timeout_but_a_connect_timeout_and_
     finally:
         await tcp.aclose()
         await unix.aclose()
+
+
+async def test_without_parking_a_label_before_its_event_is_missing_and_nothing_is_kept(
+        store: FeatureStore) -> None:
+    got = await store.join_labels({"e1": b"1", "e2": b"0"}, **LABEL_TTLS, park=False)
+    assert got == {"e1": ("missing", None), "e2": ("missing", None)}
+    # nothing was parked: the event's commit hands back no label
+    assert await store.commit_batch({}, {"e1": b"p"}, {"e1": b"x1"}, **TTLS) == {}
+    # once scored, the same call joins it; the other is still missing, or parked when asked
+    assert await store.join_labels({"e1": b"1", "e2": b"0"}, **LABEL_TTLS, park=False) == {
+        "e1": ("joined", b"x1"), "e2": ("missing", None)}
+    assert await store.join_labels({"e2": b"0"}, **LABEL_TTLS) == {"e2": ("parked", None)}
+    assert await store.commit_batch({}, {"e2": b"p"}, {"e2": b"x2"}, **TTLS) == {"e2": b"0"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import orjson
@@ -87,3 +88,35 @@ async def test_bad_records_become_dead_letters_with_their_position(engine: Engin
 def test_labels_map_to_the_positive_class(value, expected) -> None:
     e = Engine(load_settings(environ={}, feature_store_url="memory://"))
     assert e.to_target(value) is expected
+
+
+async def test_a_label_just_ahead_of_its_event_is_held_and_learned_without_a_round_trip() -> None:
+    engine = Engine(load_settings(environ={}, feature_store_url="memory://", label_wait_s=5.0))
+    await engine.start()
+    try:
+        held = asyncio.create_task(engine.process_labels([rec(0, label("e1", True), "labels")]))
+        await asyncio.sleep(0.1)
+        assert not held.done()  # waiting for e1 to be scored, nothing parked
+        outs = await engine.process_events([rec(0, event("e1", v=1.0))])
+        await asyncio.wait_for(held, 1.0)  # woken by the commit, not by the 5 s bound
+        assert not [o for o in encode(outs) if o[0] == "labels"]  # nothing sent back
+        m = engine.metrics
+        assert (m.learned, m.labels_parked, m.labels_forwarded, m.label_batches_held) == (1, 0, 0, 1)
+    finally:
+        await engine.aclose()
+
+
+async def test_labels_whose_events_never_come_wait_once_then_park_at_once() -> None:
+    engine = Engine(load_settings(environ={}, feature_store_url="memory://", label_wait_s=0.3))
+    await engine.start()
+    try:
+        t0 = time.monotonic()
+        await engine.process_labels([rec(0, label("ghost-1", True), "labels")])
+        waited = time.monotonic() - t0
+        t0 = time.monotonic()
+        await engine.process_labels([rec(1, label("ghost-2", True), "labels")])
+        again = time.monotonic() - t0
+        assert waited >= 0.3 and again < 0.1, (waited, again)  # the wait met nothing: stop
+        assert engine.metrics.labels_parked == 2 and engine.metrics.learned == 0
+    finally:
+        await engine.aclose()

@@ -24,6 +24,7 @@ __all__ = [
     "JOINED",
     "LEARNED",
     "LEARNED_VALUE",
+    "MISSING",
     "PARKED",
     "PENDING_LABEL",
     "REDELIVERED",
@@ -51,6 +52,7 @@ JOINED: Final = "joined"  # its snapshot was there and it was not learned yet: l
 DUPLICATE: Final = "duplicate"  # its event was learned from already
 EXPIRED: Final = "expired"  # its event was scored but the snapshot has expired
 PARKED: Final = "parked"  # its event was not scored yet: kept for commit_batch
+MISSING: Final = "missing"  # its event was not scored yet, and park=False: nothing kept
 #: the very label record that was joined before (same position) came again: the caller
 #: decides whether its model has learned it (see ``stream_app.pipeline``)
 REDELIVERED: Final = "redelivered"

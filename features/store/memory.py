@@ -29,6 +29,7 @@ from features.store.base import (
     JOINED,
     LEARNED,
     LEARNED_VALUE,
+    MISSING,
     PARKED,
     PENDING_LABEL,
     REDELIVERED,
@@ -111,7 +112,7 @@ class MemoryFeatureStore:
 
     async def join_labels(
         self, labels: Mapping[str, bytes], *, pending_ttl_s: int, learned_ttl_s: int,
-        positions: Mapping[str, bytes] | None = None,
+        positions: Mapping[str, bytes] | None = None, park: bool = True,
     ) -> dict[str, tuple[str, bytes | None]]:
         now = self._clock()
         pending_until = now + check_ttl(pending_ttl_s)
@@ -129,9 +130,11 @@ class MemoryFeatureStore:
                     out[event_id] = (DUPLICATE, None)
             elif self._get(SEEN + event_id, now) is not None:
                 out[event_id] = (EXPIRED, None)
-            else:
+            elif park:
                 self._data[self._prefix + PENDING_LABEL + event_id] = (bytes(label), pending_until)
                 out[event_id] = (PARKED, None)
+            else:
+                out[event_id] = (MISSING, None)
         self._wrote(len(labels))
         return out
 

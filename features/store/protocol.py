@@ -107,7 +107,7 @@ class FeatureStore(Protocol):
 
     async def join_labels(
         self, labels: Mapping[str, bytes], *, pending_ttl_s: int, learned_ttl_s: int,
-        positions: Mapping[str, bytes] | None = None,
+        positions: Mapping[str, bytes] | None = None, park: bool = True,
     ) -> dict[str, tuple[str, bytes | None]]:
         """Atomically join labels to snapshots: ``{event_id: (status, snapshot or None)}``.
 
@@ -115,7 +115,9 @@ class FeatureStore(Protocol):
         label's entry in ``positions``, default ``b"1"``), :data:`REDELIVERED` (with the
         snapshot: marked learned by this same position before), :data:`DUPLICATE`,
         :data:`EXPIRED` (claimed, snapshot gone) or :data:`PARKED` (kept ``pending_ttl_s`` for
-        :meth:`commit_batch`; a later label for the same id replaces it).
+        :meth:`commit_batch`; a later label for the same id replaces it). With ``park=False``
+        a label whose event is not scored yet is :data:`MISSING` instead, and nothing is kept:
+        the caller may try again once the event may be scored.
         """
         ...
 

@@ -41,6 +41,7 @@ from features.store.base import (
     EXPIRED,
     JOINED,
     LEARNED,
+    MISSING,
     PARKED,
     PENDING_LABEL,
     REDELIVERED,
@@ -90,13 +91,14 @@ end
 return out
 """
 # KEYS: snap, learned, seen, plabel keys of label 1, then of label 2, ...
-# ARGV: pending ttl, learned ttl, label 1, position 1, label 2, position 2, ...
-# Returns {"jrdep" (one status per label), {snapshot of each "j" and "r", in order}}.
+# ARGV: pending ttl, learned ttl, park ("1"/"0"), label 1, position 1, label 2, position 2, ...
+# Returns {"jrdepm" (one status per label), {snapshot of each "j" and "r", in order}}.
 _JOIN = """
 local status, snaps = {}, {}
-for i = 1, (#ARGV - 2) / 2 do
+local park = ARGV[3] == '1'
+for i = 1, (#ARGV - 3) / 2 do
   local k = 4 * (i - 1)
-  local position = ARGV[2 * i + 2]
+  local position = ARGV[2 * i + 3]
   local snap = redis.call('GET', KEYS[k + 1])
   if snap then
     if redis.call('SET', KEYS[k + 2], position, 'NX', 'EX', ARGV[2]) then
@@ -108,15 +110,18 @@ for i = 1, (#ARGV - 2) / 2 do
     end
   elseif redis.call('EXISTS', KEYS[k + 3]) == 1 then
     status[i] = 'e'
-  else
-    redis.call('SET', KEYS[k + 4], ARGV[2 * i + 1], 'EX', ARGV[1])
+  elseif park then
+    redis.call('SET', KEYS[k + 4], ARGV[2 * i + 2], 'EX', ARGV[1])
     status[i] = 'p'
+  else
+    status[i] = 'm'
   end
 end
 return {table.concat(status), snaps}
 """
 _J, _R = ord("j"), ord("r")
-_STATUS = {_J: JOINED, _R: REDELIVERED, ord("d"): DUPLICATE, ord("e"): EXPIRED, ord("p"): PARKED}
+_STATUS = {_J: JOINED, _R: REDELIVERED, ord("d"): DUPLICATE, ord("e"): EXPIRED, ord("p"): PARKED,
+           ord("m"): MISSING}
 
 
 def keepalive_options() -> dict[int, int]:
@@ -195,9 +200,9 @@ class RedisFeatureStore:
 
     async def join_labels(
         self, labels: Mapping[str, bytes], *, pending_ttl_s: int, learned_ttl_s: int,
-        positions: Mapping[str, bytes] | None = None,
+        positions: Mapping[str, bytes] | None = None, park: bool = True,
     ) -> dict[str, tuple[str, bytes | None]]:
-        args: list[Any] = [check_ttl(pending_ttl_s), check_ttl(learned_ttl_s)]
+        args: list[Any] = [check_ttl(pending_ttl_s), check_ttl(learned_ttl_s), b"1" if park else b"0"]
         if not labels:
             return {}
         for event_id, label in labels.items():

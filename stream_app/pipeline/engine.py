@@ -13,6 +13,7 @@ learner) and one per batch of labels.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -22,7 +23,16 @@ from typing import Any
 import orjson
 
 from features.spec import FeatureSpec, compile_spec
-from features.store import DUPLICATE, EXPIRED, JOINED, REDELIVERED, FeatureStore, open_feature_store
+from features.store import (
+    DUPLICATE,
+    EXPIRED,
+    JOINED,
+    MISSING,
+    PARKED,
+    REDELIVERED,
+    FeatureStore,
+    open_feature_store,
+)
 from models.metrics import PrequentialMetrics, decide
 from models.online import ModelOutputError
 from models.registry.types import DataHash
@@ -40,6 +50,9 @@ from stream_app.validate import Event, Label, Limits, Rejection, parse_event, pa
 __all__ = ["Engine"]
 
 log = logging.getLogger(__name__)
+
+#: a held label looks for its event again at least this often (events scored elsewhere)
+_LABEL_POLL_S = 0.05
 
 
 class Engine:
@@ -76,6 +89,9 @@ class Engine:
         self.recent: deque[tuple[dict[str, float], bool]] = deque(
             maxlen=settings.lifecycle.warm_start_window)
         self.challenger: Challenger | None = None
+        #: labels whose events are not scored yet wait on this; until then, they park at once
+        self._scored = _Signal()
+        self._hold_labels_after = 0.0
 
     @property
     def label_next(self) -> dict[int, int]:
@@ -183,6 +199,7 @@ class Engine:
             entity_ttl_s=self.settings.features.entity_ttl_s,
             snapshot_ttl_s=self.settings.label_horizon_s, claim_ttl_s=self._seen_ttl,
             mark_learned=False)
+        self._scored.notify()  # labels held for these events may join now
         # committed: only now do these events count for drift (a retried batch counts once)
         observe = self.drift.observe
         for x, features, score, ts in observed:
@@ -312,10 +329,9 @@ class Engine:
             labels[parsed.event_id] = (parsed, rec.value or b"", rec)
         ledger = self.ledger
         for labels in rounds:
-            joined = await self.store.join_labels(
+            joined = await self._join(
                 {eid: raw for eid, (_, raw, _) in labels.items()},
-                pending_ttl_s=self.settings.label_horizon_s, learned_ttl_s=self._seen_ttl,
-                positions={eid: _position(rec) for eid, (_, _, rec) in labels.items()})
+                {eid: _position(rec) for eid, (_, _, rec) in labels.items()})
             for eid, (label, _, rec) in labels.items():
                 status, snap = joined[eid]
                 if status == REDELIVERED and not ledger.consumed(rec.partition, rec.offset):
@@ -333,6 +349,41 @@ class Engine:
         for rec in records:
             ledger.mark(rec.partition, rec.offset)
         return out
+
+    async def _join(self, raw: dict[str, bytes], positions: dict[str, bytes]
+                    ) -> dict[str, tuple[str, bytes | None]]:
+        """Join labels to their snapshots; hold those whose event is not scored yet.
+
+        A label that comes before its event would be parked in the store and sent back to the
+        labels topic once the event is scored: twice the work. Instead it waits up to
+        ``label_wait_s`` (woken by this worker's commits, or polled for events another worker
+        scores), then parks. When a whole wait meets no event (labels for events that are far
+        behind, or never come), labels park at once for the next ten waits' time.
+        """
+        store, horizon, learned_ttl = self.store, self.settings.label_horizon_s, self._seen_ttl
+        wait = self.settings.label_wait_s if time.monotonic() >= self._hold_labels_after else 0.0
+        joined = await store.join_labels(raw, pending_ttl_s=horizon, learned_ttl_s=learned_ttl,
+                                         positions=positions, park=not wait)
+        missing = [eid for eid, (status, _) in joined.items() if status == MISSING]
+        if not missing:
+            return joined
+        deadline = time.monotonic() + wait
+        met = 0
+        while missing:
+            left = deadline - time.monotonic()
+            if left > 0:
+                await self._scored.wait(min(left, _LABEL_POLL_S))
+            again = await store.join_labels(
+                {eid: raw[eid] for eid in missing}, pending_ttl_s=horizon,
+                learned_ttl_s=learned_ttl, positions={eid: positions[eid] for eid in missing},
+                park=left <= 0)
+            joined.update(again)
+            met += sum(again[eid][0] not in (MISSING, PARKED) for eid in missing)
+            missing = [eid for eid in missing if again[eid][0] == MISSING]
+        self.metrics.label_batches_held += 1
+        if not met:
+            self._hold_labels_after = time.monotonic() + 10 * wait
+        return joined
 
     def _learn(self, label: Label, snap: bytes) -> list[Output]:
         """Learn from the features as scored; measure the prediction made before learning."""
@@ -352,6 +403,28 @@ class Engine:
             challenger.learn(x, y, champion_score=s["s"], score=s.get("c"), version=s.get("cv"),
                              threshold=self._threshold)
         return self.drift.observe_label(y, s["s"])
+
+
+class _Signal:
+    """Wakes every waiter at once on ``notify``; ``wait`` also returns after ``timeout_s``."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event: asyncio.Event | None = None
+
+    def notify(self) -> None:
+        if self._event is not None:
+            self._event.set()
+            self._event = None
+
+    async def wait(self, timeout_s: float) -> None:
+        if self._event is None:
+            self._event = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout_s)
+        except TimeoutError:
+            pass
 
 
 def _position(rec: Record) -> bytes:
