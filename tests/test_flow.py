@@ -106,17 +106,41 @@ async def test_a_label_just_ahead_of_its_event_is_held_and_learned_without_a_rou
         await engine.aclose()
 
 
-async def test_labels_whose_events_never_come_wait_once_then_park_at_once() -> None:
-    engine = Engine(load_settings(environ={}, feature_store_url="memory://", label_wait_s=0.3))
+async def test_labels_whose_events_never_come_are_held_once_then_park_at_once() -> None:
+    engine = Engine(load_settings(environ={}, feature_store_url="memory://", label_wait_s=0.2))
     await engine.start()
+
+    async def score_others() -> None:  # events keep coming, none of them the labels' own
+        for i in range(1000):
+            await engine.process_events([rec(i, event(f"other-{i}", v=1.0))])
+            await asyncio.sleep(0.02)
+
+    others = asyncio.create_task(score_others())
     try:
         t0 = time.monotonic()
         await engine.process_labels([rec(0, label("ghost-1", True), "labels")])
-        waited = time.monotonic() - t0
+        held = time.monotonic() - t0
         t0 = time.monotonic()
         await engine.process_labels([rec(1, label("ghost-2", True), "labels")])
         again = time.monotonic() - t0
-        assert waited >= 0.3 and again < 0.1, (waited, again)  # the wait met nothing: stop
+        # held while events were scored (past 0.2 s without one), up to 20 x 0.2 s; it met
+        # nothing, so the next label parks at once
+        assert 3.5 <= held <= 5.0 and again < 0.1, (held, again)
         assert engine.metrics.labels_parked == 2 and engine.metrics.learned == 0
+    finally:
+        others.cancel()
+        await engine.aclose()
+
+
+async def test_a_label_held_while_no_event_is_scored_here_parks_after_label_wait_s() -> None:
+    engine = Engine(load_settings(environ={}, feature_store_url="memory://", label_wait_s=0.2))
+    await engine.start()
+    try:
+        t0 = time.monotonic()
+        await engine.process_labels([rec(0, label("later", True), "labels")])
+        assert 0.2 <= time.monotonic() - t0 < 0.5
+        assert engine.metrics.labels_parked == 1
+        outs = await engine.process_events([rec(0, event("later", v=1.0))])
+        assert [k for t, k, _ in encode(outs) if t == "labels"] == [b"later"]  # sent back
     finally:
         await engine.aclose()

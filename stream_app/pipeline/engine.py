@@ -355,10 +355,11 @@ class Engine:
         """Join labels to their snapshots; hold those whose event is not scored yet.
 
         A label that comes before its event would be parked in the store and sent back to the
-        labels topic once the event is scored: twice the work. Instead it waits up to
-        ``label_wait_s`` (woken by this worker's commits, or polled for events another worker
-        scores), then parks. When a whole wait meets no event (labels for events that are far
-        behind, or never come), labels park at once for the next ten waits' time.
+        labels topic once the event is scored: twice the work. Instead it is held while this
+        worker keeps scoring events (at most ``label_wait_s`` without a commit here, and
+        ``20 * label_wait_s`` in all; polled every 50 ms for events scored elsewhere), then
+        parked. A hold during which events were scored but none of its labels met its event
+        (labels for events that never come) turns holding off for ten holds' time.
         """
         store, horizon, learned_ttl = self.store, self.settings.label_horizon_s, self._seen_ttl
         wait = self.settings.label_wait_s if time.monotonic() >= self._hold_labels_after else 0.0
@@ -367,22 +368,28 @@ class Engine:
         missing = [eid for eid, (status, _) in joined.items() if status == MISSING]
         if not missing:
             return joined
-        deadline = time.monotonic() + wait
+        scored = self._scored
+        start = time.monotonic()
+        hard, idle_until, commits = start + 20 * wait, start + wait, scored.count
         met = 0
         while missing:
-            left = deadline - time.monotonic()
-            if left > 0:
-                await self._scored.wait(min(left, _LABEL_POLL_S))
+            now = time.monotonic()
+            final = now >= min(hard, idle_until)
+            if not final:
+                seen = scored.count
+                await scored.wait(min(min(hard, idle_until) - now, _LABEL_POLL_S))
+                if scored.count != seen:  # events are being scored here: keep holding
+                    idle_until = time.monotonic() + wait
             again = await store.join_labels(
                 {eid: raw[eid] for eid in missing}, pending_ttl_s=horizon,
                 learned_ttl_s=learned_ttl, positions={eid: positions[eid] for eid in missing},
-                park=left <= 0)
+                park=final)
             joined.update(again)
             met += sum(again[eid][0] not in (MISSING, PARKED) for eid in missing)
             missing = [eid for eid in missing if again[eid][0] == MISSING]
         self.metrics.label_batches_held += 1
-        if not met:
-            self._hold_labels_after = time.monotonic() + 10 * wait
+        if not met and scored.count != commits:
+            self._hold_labels_after = time.monotonic() + 10 * (time.monotonic() - start)
         return joined
 
     def _learn(self, label: Label, snap: bytes) -> list[Output]:
@@ -406,14 +413,17 @@ class Engine:
 
 
 class _Signal:
-    """Wakes every waiter at once on ``notify``; ``wait`` also returns after ``timeout_s``."""
+    """Wakes every waiter at once on ``notify``; ``wait`` also returns after ``timeout_s``.
+    ``count`` is the number of notifications so far."""
 
-    __slots__ = ("_event",)
+    __slots__ = ("_event", "count")
 
     def __init__(self) -> None:
         self._event: asyncio.Event | None = None
+        self.count = 0
 
     def notify(self) -> None:
+        self.count += 1
         if self._event is not None:
             self._event.set()
             self._event = None
