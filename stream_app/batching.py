@@ -21,9 +21,10 @@ What a batch must keep (see ``shared/notes/faust-internals.md``):
   generation; the stream skips stale ones as it does for single records.
 * **The read-offset filter.** Records below a partition's read offset are dropped, as Faust does,
   and the read offset moves to the last record delivered.
-* **Back-pressure.** The drain loop waits while the agent's queue holds
-  :attr:`BatchConsumer.max_pending` batches, so memory stays bounded by the fetcher's own
-  prefetch; the aiokafka consumer thread keeps heartbeating meanwhile.
+* **Back-pressure, per topic.** When an agent's queue holds :attr:`BatchConsumer.max_pending`
+  batches, that topic's partitions leave the set Faust fetches for (``on_buffer_full``) until
+  the queue drains, while the other topic's agent keeps being fed: a labels agent waiting for
+  events must not stop the events. Memory stays bounded by aiokafka's own prefetch.
 
 Concurrency stays 1 and per-record isolation is the agent's (``stream_app.app``).
 """
@@ -93,6 +94,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
         super().__init__(*args, **kwargs)
         #: per partition, the spans delivered and not yet committed, in delivery order
         self._spans: dict[TP, deque[Span]] = {}
+        #: topics whose agent has ``max_pending`` batches queued: not fetched for meanwhile
+        self._full: set[str] = set()
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -115,6 +118,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         self.forget(revoked)
+        self._full.clear()  # Faust resets the fetched set on assignment; queues are cleared
+        self._buffered_partitions.difference_update(revoked)
         await super().on_partitions_revoked(revoked)
 
     # -- acks and commits --------------------------------------------------------------------
@@ -156,7 +161,12 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 await self.sleep(0)
                 if self.should_stop:
                     break
-                records, active = await self._wait_next_records(1.0)
+                if self._full and not self._resume_drained():
+                    await asyncio.sleep(0.001)  # every topic's agent is busy: wait, not fetch
+                    continue
+                # with a topic held back, come back soon to resume it rather than wait for
+                # the other topic's next record
+                records, active = await self._wait_next_records(0.005 if self._full else 1.0)
                 if not records or self.should_stop:
                     continue
                 if not self.flow_active:
@@ -212,16 +222,27 @@ class BatchConsumer(faust_aiokafka.Consumer):
         await self.wait_first(self.callback(message), self.suspend_flow.wait())
         for tp, span in spans.items():
             self._read_offset[tp] = span.last
-        await self._wait_queues(topic)
+        if self._queued(topic) >= self.max_pending:
+            self._full.add(topic)
+            for tp in self._assigned(topic):
+                self.on_buffer_full(tp)
 
-    async def _wait_queues(self, topic: str) -> None:
-        """Back-pressure: wait while an agent on ``topic`` has ``max_pending`` batches queued."""
+    def _queued(self, topic: str) -> int:
+        """The most batches waiting in the queue of an agent that reads ``topic``."""
         channels = self.app.topics._topic_name_index.get(topic, ())  # noqa: SLF001
-        for chan in channels:
-            while chan.queue.qsize() >= self.max_pending and not self.should_stop:
-                if self.app.consumer_generation_id is None or not self.flow_active:
-                    return
-                await asyncio.sleep(0.001)
+        return max((chan.queue.qsize() for chan in channels), default=0)
+
+    def _assigned(self, topic: str) -> list[TP]:
+        return [tp for tp in self.assignment() if tp.topic == topic]
+
+    def _resume_drained(self) -> bool:
+        """Fetch again for the full topics whose agents caught up; True if any topic is
+        fetched for now."""
+        for topic in [t for t in self._full if self._queued(t) < self.max_pending]:
+            self._full.discard(topic)
+            for tp in self._assigned(topic):
+                self.on_buffer_drop(tp)
+        return bool(self._get_active_partitions())
 
     async def _seek_when_flow_stopped(self) -> None:
         try:
