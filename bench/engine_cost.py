@@ -150,9 +150,7 @@ async def run(args: argparse.Namespace) -> None:
               f"drift {args.drift})")
     for entity, state in zip(top, states, strict=True):
         if state:
-            blob = encode_state(state)
-            pts = sum(len(f.get("t", ())) for f in state["f"].values())
-            print(f"state {entity}: {len(blob) / 1024:.0f} KiB, {pts:,} window points")
+            print(f"state {entity}: {len(encode_state(state)):,} bytes")
     if prof:
         out = io.StringIO()
         stats = pstats.Stats(prof, stream=out).sort_stats("cumulative")
