@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 #: a held label looks for its event again at least this often (events scored elsewhere)
 _LABEL_POLL_S = 0.05
+#: holds in a row that met no event before holding turns off for a while
+_FRUITLESS_HOLDS = 3
 
 
 class Engine:
@@ -92,6 +94,7 @@ class Engine:
         #: labels whose events are not scored yet wait on this; until then, they park at once
         self._scored = _Signal()
         self._hold_labels_after = 0.0
+        self._fruitless_holds = 0
 
     @property
     def label_next(self) -> dict[int, int]:
@@ -358,8 +361,9 @@ class Engine:
         labels topic once the event is scored: twice the work. Instead it is held while this
         worker keeps scoring events (at most ``label_wait_s`` without a commit here, and
         ``20 * label_wait_s`` in all; polled every 50 ms for events scored elsewhere), then
-        parked. A hold during which events were scored but none of its labels met its event
-        (labels for events that never come) turns holding off for ten holds' time.
+        parked. Three holds in a row during which events were scored but none of their labels
+        met its event (labels for events that never come, or far ahead of them) turn holding
+        off for ten holds' time.
         """
         store, horizon, learned_ttl = self.store, self.settings.label_horizon_s, self._seen_ttl
         wait = self.settings.label_wait_s if time.monotonic() >= self._hold_labels_after else 0.0
@@ -388,8 +392,13 @@ class Engine:
             met += sum(again[eid][0] not in (MISSING, PARKED) for eid in missing)
             missing = [eid for eid in missing if again[eid][0] == MISSING]
         self.metrics.label_batches_held += 1
-        if not met and scored.count != commits:
-            self._hold_labels_after = time.monotonic() + 10 * (time.monotonic() - start)
+        if met or scored.count == commits:
+            self._fruitless_holds = 0
+        else:
+            self._fruitless_holds += 1
+            if self._fruitless_holds >= _FRUITLESS_HOLDS:
+                self._fruitless_holds = 0
+                self._hold_labels_after = time.monotonic() + 10 * (time.monotonic() - start)
         return joined
 
     def _learn(self, label: Label, snap: bytes) -> list[Output]:
