@@ -8,7 +8,8 @@ the batch only once they are delivered.
 
 Two Redis round trips per batch of events (read states + claim event ids; write states +
 snapshots + take the labels that arrived early, which go back to the labels topic for the
-learner) and one per batch of labels.
+learner) and one per batch of labels, plus one per 50 ms (or per commit of events here) while
+labels that came before their events are held for them (``label_wait_s``).
 """
 
 from __future__ import annotations
