@@ -140,6 +140,10 @@ def prediction(
     return orjson.dumps(record)
 
 
+#: the largest ``dead-letters`` record: a longer payload keeps its head (see ``dead_letter``)
+MAX_DEAD_LETTER_BYTES: Final = 256 * 1024
+
+
 def dead_letter(
     payload: bytes | None,
     source_topic: str,
@@ -148,7 +152,16 @@ def dead_letter(
     reason: str,
     error: str,
 ) -> bytes:
-    """A ``dead-letters`` record carrying the original bytes (as text, or base64 if not UTF-8)."""
+    """A ``dead-letters`` record carrying the original bytes (as text, or base64 if not UTF-8).
+
+    A record longer than :data:`MAX_DEAD_LETTER_BYTES` keeps the head of its payload and
+    ``payload_truncated_from``, the original length in bytes: the broker refuses records over
+    about 1 MB, and a dead letter that can never be sent would stall its partition for ever.
+
+    >>> big = orjson.loads(dead_letter(b"{" * 2_000_000, "events", 0, 9, "invalid_json", "eof"))
+    >>> big["payload_truncated_from"], len(big["payload"]) <= MAX_DEAD_LETTER_BYTES
+    (2000000, True)
+    """
     if reason not in DEAD_LETTER_REASONS:
         raise ValueError(f"unknown dead-letter reason {reason!r}")
     record: dict[str, Any] = {
@@ -159,12 +172,20 @@ def dead_letter(
         "error": error,
     }
     raw = payload or b""
-    try:
-        record["payload"] = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        record["payload"] = base64.b64encode(raw).decode("ascii")
-        record["payload_encoding"] = "base64"
-    return orjson.dumps(record)
+    while True:
+        try:
+            record["payload"] = raw.decode("utf-8")
+            record.pop("payload_encoding", None)
+        except UnicodeDecodeError:
+            record["payload"] = base64.b64encode(raw).decode("ascii")
+            record["payload_encoding"] = "base64"
+        out = orjson.dumps(record)
+        if len(out) <= MAX_DEAD_LETTER_BYTES:
+            return out
+        # a record the broker would refuse would be retried for ever and stall its partition:
+        # keep the head of the payload (cut at a byte, so text may turn base64) and say so
+        record["payload_truncated_from"] = len(payload or b"")
+        raw = raw[:len(raw) // 2]
 
 
 def retrain_signal(*, signal_id: str, model: str, model_version: str, reason: str,

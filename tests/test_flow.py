@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 
 import orjson
 import pytest
 
+from stream_app import contract
 from stream_app.pipeline.engine import Engine
 from stream_app.pipeline.records import Record, encode
 from stream_app.settings import load_settings
@@ -143,3 +145,15 @@ async def test_a_label_held_while_no_event_is_scored_here_parks_after_label_wait
         assert [k for t, k, _ in encode(outs) if t == "labels"] == [b"later"]  # sent back
     finally:
         await engine.aclose()
+
+
+async def test_a_huge_malformed_event_is_dead_lettered_in_a_record_the_broker_accepts(
+        engine: Engine) -> None:
+    raw = b"\xff" + b"x" * 899_999  # not UTF-8, not JSON, under max_payload_bytes (1 MiB)
+    outs = encode(await engine.process_events([rec(7, raw), rec(8, event("after", v=1.0))]))
+    (dead,) = [v for t, _, v in outs if t == "dead-letters"]
+    assert len(dead) <= contract.MAX_DEAD_LETTER_BYTES  # the broker's limit is ~1 MB
+    d = orjson.loads(dead)
+    assert (d["reason"], d["offset"], d["payload_truncated_from"]) == ("invalid_json", 7, 900_000)
+    assert base64.b64decode(d["payload"]) == raw[:len(base64.b64decode(d["payload"]))]
+    assert [orjson.loads(v)["event_id"] for t, _, v in outs if t == "predictions"] == ["after"]
