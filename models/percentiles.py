@@ -49,27 +49,18 @@ class Percentiles:
 
     def add(self, v: float) -> None:
         """Record one sample."""
-        if not math.isfinite(v):
-            return
-        self.n += 1
-        if self.max is None or v > self.max:
-            self.max = v
-        if v <= _LOW:
-            self._zeros += 1
-            return
-        i = min(max(self._index(v), self._lo), self._hi)
-        self._buckets[i] = self._buckets.get(i, 0) + 1
+        self.add_many((v,))
 
     def add_many(self, values: Iterable[float]) -> None:
-        """Record several samples; the same as :meth:`add` for each, one bucket lookup apiece.
+        """Record several samples (a batch's latencies) in one call.
 
-        >>> a, b = Percentiles(), Percentiles()
-        >>> xs = [0.0, 0.5, 3.0, 3.0, float("nan"), 1e15, -2.0]
-        >>> for x in xs:
-        ...     a.add(x)
-        >>> b.add_many(xs)
-        >>> a.summary() == b.summary() and a._buckets == b._buckets and a._zeros == b._zeros
-        True
+        NaN and infinities are skipped; zero and negatives share one bucket; values beyond
+        ``1e12`` land in the top bucket but still count for ``max``:
+
+        >>> p = Percentiles()
+        >>> p.add_many([0.0, 0.5, 3.0, 3.0, float("nan"), 1e15, -2.0])
+        >>> p.n, p.max, p.n_buckets, p._zeros
+        (6, 1000000000000000.0, 4, 2)
         """
         buckets, index, lo, hi = self._buckets, self._index, self._lo, self._hi
         isfinite = math.isfinite

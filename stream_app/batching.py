@@ -85,7 +85,7 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 class BatchConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer, draining fetches as :class:`BatchMessage` per topic."""
 
-    #: most batches waiting in one agent's queue before the drain loop waits
+    #: batches waiting in one agent's queue at which its topic stops being fetched for
     max_pending: int = 2
     #: (group generation, {tp: offset}): where the labels resume after a restore
     rewind: tuple[int, dict[Any, int]] | None = None
@@ -151,7 +151,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         return offset
 
     # -- delivery ----------------------------------------------------------------------------
-    async def _drain_messages(self, fetcher: Any) -> None:  # noqa: C901 - Faust's loop, batched
+    async def _drain_messages(self, fetcher: Any) -> None:
         """Faust's fetch loop (``Consumer._drain_messages``), one message per topic per fetch."""
         consumer_stopped = self._stopped.is_set
         fetcher_stopped = fetcher._stopped.is_set

@@ -263,7 +263,7 @@ class Engine:
             latency_ms = max(0.0, (now - rec.timestamp) * 1000.0) if rec.timestamp else 0.0
             latencies.append(latency_ms)
             out.append(Prediction(topic, ev.event_id, ev.entity_id, name, version, score,
-                                  score > threshold, ev.timestamp, now, latency_ms, sid))
+                                  decide(score, threshold), ev.timestamp, now, latency_ms, sid))
             snap: dict[str, Any] = {"x": x, "s": score, "v": version, "t": now,
                                     "l": latency_ms, "n": sid}
             if challenger is not None:
