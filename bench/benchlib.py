@@ -362,6 +362,9 @@ async def publish_paced(settings: Settings, n: int, rate: float, *, seed: int, e
 
 # -- reading ----------------------------------------------------------------------------------
 def _consumer(settings: Settings, **kw: Any) -> AIOKafkaConsumer:
+    # read_committed: with transactional outputs a record counts once its transaction commits
+    # (the same as read_uncommitted for topics written without transactions)
+    kw.setdefault("isolation_level", "read_committed")
     return AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
                             enable_auto_commit=False, client_id="bench-reader", **kw)
 

@@ -155,6 +155,8 @@ def peers_versions(python: Path) -> dict[str, str]:
 def settings_for(args: argparse.Namespace, tag: str, label: str, tmp: Path) -> Settings:
     """Settings of one system in one round: topic prefix ``bench-<tag>-<label>.``."""
     extra: dict[str, Any] = {"drift": {"enabled": False}} if args.no_drift else {}
+    if args.guarantee:
+        extra["processing_guarantee"] = args.guarantee
     return bench_settings(tag, label, config=args.config, no_features=False, data_dir=tmp,
                           topic_prefix=f"bench-{tag}-{label}.", partitions=args.partitions,
                           **extra)
@@ -534,6 +536,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--with-confluent", dest="confluent", action="store_true", default=True,
                    help="include the plain confluent-kafka loop (the default)")
     p.add_argument("--no-drift", action="store_true", help="stream-app without drift checks")
+    p.add_argument("--guarantee", choices=("exactly_once", "at_least_once"), default=None,
+                   help="stream-app's processing.guarantee (default: the worker's default)")
     p.add_argument("--config", default=str(CONFIG), help="stream-app's TOML (bench/peers.toml)")
     p.add_argument("--entities", type=int, default=500)
     p.add_argument("--zipf", type=float, default=1.1)

@@ -1,9 +1,11 @@
 """Faust wiring: ``create_app(settings)`` builds the app, its topics and two thin agents.
 
 Agents read whole fetched batches (``stream_app.batching``), hand the batch to the :class:`~stream_app.pipeline.engine.Engine`
-and send what it returns without awaiting each record; the batch is acked only after every send
-is delivered, so a crash replays it (at-least-once) and the store's ``event_id`` claims turn the
-replay into no second prediction. Errors are handled per batch and then per event inside the
+and send what it returns. Exactly once (the default on Apache Kafka): a batch is one partition's
+records, and its outputs and its offset go in one transaction (``stream_app.transactions``).
+At least once: the batch is acked only after every send is delivered, so a crash replays it and
+re-emits the outputs already sent. Either way the store's ``event_id`` claims turn a replay into
+no second scoring: a replayed event re-emits its stored prediction. Errors are handled per batch and then per event inside the
 agent: an exception escaping a Faust agent would ack and silently skip the message.
 
 Concurrency stays 1 (faust-streaming #606 loses messages above 1); scale by partitions and workers.
@@ -35,6 +37,7 @@ from stream_app.pipeline.emit import Emitter
 from stream_app.pipeline.engine import Engine
 from stream_app.pipeline.records import Output, Record
 from stream_app.settings import Settings
+from stream_app.transactions import Transactions
 
 __all__ = ["StreamApp", "create_app"]
 
@@ -48,6 +51,8 @@ class StreamApp(faust.App):
 
     engine: Engine
     keeper: ModelKeeper | None
+    #: exactly-once outputs (``stream_app.transactions``); None: at least once
+    transactions: Transactions | None = None
     settings: Settings
     fetch_max_wait_ms: int = 500
 
@@ -60,6 +65,12 @@ class StreamApp(faust.App):
         """After the agents have stopped (``on_stop`` runs before them: a batch in flight
         would find the store closed): the final checkpoint, then the store."""
         await super().on_shutdown()
+        transactions = getattr(self, "transactions", None)
+        if transactions is not None:
+            try:
+                await transactions.stop()  # the batches in flight commit (or are replayed)
+            except Exception:
+                log.exception("ending the transactions in flight failed")
         keeper = getattr(self, "keeper", None)
         if keeper is not None:
             try:
@@ -114,6 +125,8 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> StreamApp
     app = StreamApp(settings.app_id, **_app_options(settings))
     app.settings = settings
     app.engine = engine or Engine(settings)
+    if settings.exactly_once:
+        app.transactions = Transactions(settings, group_id=app.conf.id)
     app.keeper = ModelKeeper(settings, app.engine) if settings.lifecycle.enabled else None
     app.engine.learning_enabled = False  # until this worker is given the labels partition
     # one fetch is one batch: the broker answers as soon as a record waits, and holds an idle
@@ -297,14 +310,19 @@ def _register_batch_agent(
     async def agent(stream: faust.StreamT) -> None:
         await _retrying(f"{name}: starting", ready, app)
         consumed = app.engine.metrics.consumed
+        txn = app.transactions
         async for batch in stream:  # one fetched run of records (stream_app.batching)
             last = {(rec.topic, rec.partition): rec.offset for rec in batch}
             for (topic, partition), offset in last.items():
                 consumed(topic, partition, offset)
             outs = await _retrying(f"{name}: processing", lambda b=batch: _process_safely(
                 app, process, b), app)
-            await _retrying(f"{name}: sending {len(outs)} records",
-                            lambda o=outs: send_all(o), app)
+            if txn is not None:  # one partition's batch: its outputs and offset, atomically
+                last = batch[-1]
+                await txn.submit(last, outs, last.offset + 1)
+            else:
+                await _retrying(f"{name}: sending {len(outs)} records",
+                                lambda o=outs: send_all(o), app)
 
     agent.__name__ = agent.__qualname__ = name
     return app.agent(source, name=f"{settings.app_id}.{name}", concurrency=1)(agent)

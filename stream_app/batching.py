@@ -26,6 +26,11 @@ What a batch must keep (see ``shared/notes/faust-internals.md``):
   the queue drains, while the other topic's agent keeps being fed: a labels agent waiting for
   events must not stop the events. Memory stays bounded by aiokafka's own prefetch.
 
+* **Exactly once.** With transactional outputs (``stream_app.transactions``) each batch holds
+  one partition's records, its offset is committed in the batch's transaction and never here,
+  the partitions' producers start (fencing their previous owners) before their committed
+  offsets are read, and revoked partitions' transactions end before they are handed on.
+
 Concurrency stays 1 and per-record isolation is the agent's (``stream_app.app``).
 """
 
@@ -79,6 +84,9 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = self.app.fetch_max_wait_ms  # type: ignore[attr-defined]
+        if getattr(self.app, "transactions", None) is not None:
+            # labels sent back and every other input written in transactions: committed only
+            consumer._isolation_level = "read_committed"  # noqa: SLF001 (read at start())
         return consumer
 
 
@@ -116,7 +124,20 @@ class BatchConsumer(faust_aiokafka.Consumer):
         if committed:
             self._committed_offset.update(committed)
 
+    @property
+    def _transactions(self) -> Any:
+        return getattr(self.app, "transactions", None)
+
+    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        txn = self._transactions
+        if txn is not None:  # fence the partitions' previous owners before their offsets are read
+            await txn.on_assigned(assigned)
+        await super().on_partitions_assigned(assigned, generation_id)
+
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        txn = self._transactions
+        if txn is not None:  # the revoked partitions' transactions end before Kafka hands them on
+            await txn.on_revoked(revoked)
         self.forget(revoked)
         self._full.clear()  # Faust resets the fetched set on assignment; queues are cleared
         self._buffered_partitions.difference_update(revoked)
@@ -173,12 +194,16 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     await self._seek_when_flow_stopped()
                     continue
                 generation = self.app.consumer_generation_id
+                per_partition = self._transactions is not None
                 for topic, runs in _by_topic(records).items():
-                    if self.app.consumer_generation_id != generation or not self.flow_active:
-                        break
-                    batch, spans = self._collect(runs, active, read_offset)
-                    if batch:
-                        await self._deliver(topic, batch, spans, generation)
+                    # a transaction holds one partition's batch: its offset commits with it
+                    for part in ([run] for run in runs) if per_partition else (runs,):
+                        if self.app.consumer_generation_id != generation or not self.flow_active:
+                            break
+                        batch, spans = self._collect(part, active, read_offset)
+                        if batch:
+                            await self._deliver(topic, batch, spans, generation,
+                                                commit=not per_partition)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
                 log.info("Broker stopped consumer, shutting down...")
@@ -211,14 +236,17 @@ class BatchConsumer(faust_aiokafka.Consumer):
         return batch, spans
 
     async def _deliver(self, topic: str, batch: list[Record], spans: dict[TP, Span],
-                       generation: int) -> None:
+                       generation: int, commit: bool = True) -> None:
+        """Hand one batch to the agent; with ``commit`` its spans commit once it is acked
+        (without: the agent commits its offset in a transaction)."""
         if self._commit_every is not None and self._n_acked >= self._commit_every:
             self._n_acked = 0
             await self.commit()
         first_tp = next(iter(spans))
         message = BatchMessage.of(first_tp, batch, spans, generation, batch[-1].timestamp)
-        for tp, span in spans.items():
-            self._spans.setdefault(tp, deque()).append(span)
+        if commit:
+            for tp, span in spans.items():
+                self._spans.setdefault(tp, deque()).append(span)
         await self.wait_first(self.callback(message), self.suspend_flow.wait())
         for tp, span in spans.items():
             self._read_offset[tp] = span.last

@@ -84,6 +84,8 @@ def consumer_options(
         "group_id": group_id,
         "auto_offset_reset": "earliest" if from_beginning else "latest",
         "enable_auto_commit": group_id is not None,
+        # with transactional outputs, a reader sees only committed transactions
+        "isolation_level": "read_committed" if settings.exactly_once else "read_uncommitted",
     }
     if settings.embedded:
         options |= _EMBEDDED_CONSUMER

@@ -132,6 +132,11 @@ class Settings(BaseSettings):
     #: ``redis://...`` or ``memory://`` for the online feature store
     feature_store_url: str | None = None
     embedded: bool = False
+    #: ``exactly_once``: every batch's outputs and its consumed offsets go to Kafka in one
+    #: transaction (one transactional id per input partition fences zombies);
+    #: ``at_least_once``: outputs, then offsets (a crash can repeat outputs). Default:
+    #: exactly once, except on the embedded broker (tansu has no transactions)
+    processing_guarantee: Literal["exactly_once", "at_least_once"] | None = None
 
     # -- topics -----------------------------------------------------------
     topic_prefix: str = ""
@@ -222,6 +227,17 @@ class Settings(BaseSettings):
         return ",".join(
             part.split("://", 1)[-1].strip("/") for part in self.kafka_url.split(";")
         )
+
+    @property
+    def exactly_once(self) -> bool:
+        """Whether outputs are transactional (``processing_guarantee``, see above).
+
+        >>> load_settings(environ={}).exactly_once, load_settings(environ={}, embedded=True).exactly_once
+        (True, False)
+        """
+        if self.processing_guarantee is None:
+            return not self.embedded
+        return self.processing_guarantee == "exactly_once"
 
     @property
     def registry_key_bytes(self) -> bytes | None:

@@ -28,11 +28,14 @@ class Emitter:
     def __init__(self, get_producer: Callable[[], Any]) -> None:
         self._get_producer = get_producer
 
-    async def send(self, outputs: Sequence[Output]) -> None:
+    async def send(self, outputs: Sequence[Output], producer: Any = None) -> None:
+        """Send ``outputs`` (with ``producer``, default ``get_producer()``'s) and wait for
+        every batch to be delivered."""
         if not outputs:
             return
         outs = encode(outputs)
-        producer = self._get_producer()
+        if producer is None:
+            producer = self._get_producer()
         by_topic: dict[str, list[tuple[bytes | None, bytes]]] = {}
         for topic, key, value in outs:
             by_topic.setdefault(topic, []).append((key, value))

@@ -1,0 +1,253 @@
+"""Exactly-once outputs: each batch's outputs and its consumed offset in one Kafka transaction.
+
+With ``processing_guarantee = "exactly_once"`` (the default on Apache Kafka) the consumer hands
+the agents one batch per partition (``stream_app.batching``) and :class:`Transactions` sends it
+on that partition's own transactional producer::
+
+    begin -> the batch's predictions, dead letters, labels sent back, drift and model records
+          -> the offset after the batch, for the worker's consumer group -> commit
+
+Readers with ``isolation_level="read_committed"`` see a batch's outputs exactly when its offset
+is committed: a worker killed mid-batch leaves an open transaction that the next owner of the
+partition aborts, and the batch comes again. Its replay finds the ``event_id`` claims the first
+attempt stored in Redis (same topic, partition and offset) and re-emits the stored predictions,
+so what becomes visible is still one prediction per event.
+
+**Zombies.** The transactional id is ``{app_id}-{topic}-{partition}`` (aiokafka 0.14 commits
+offsets in a transaction without the group generation, KIP-447, so fencing must come from the
+id, as Kafka Streams did before 2.6). A worker that gains a partition starts its producer
+before the partition's committed offset is read; that ``InitProducerId`` bumps the id's epoch,
+aborts whatever the previous owner left open and fences it: a worker that was paused past its
+session timeout and resumes gets ``ProducerFenced`` on its next send or commit, and its batch
+is dropped unseen (the partition is someone else's now).
+
+**Uncertain outcomes.** A transaction that fails with a Kafka error is aborted and retried
+on a new producer of the same id. If the failure came after the commit was sent (its answer
+lost), the retry first reads the group's committed offset: the offset moves with the outputs,
+so an offset at or past the batch's end means it was committed, and it is not sent again.
+
+**Pipelining.** A batch's transaction runs in a task of its own while the agent goes on with
+the next batch; transactions of one partition run in order (its producer has one open at a
+time). Revoking a partition waits for its transactions before Kafka hands it on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError, ProducerFenced
+
+from stream_app.kafka_io import make_admin, producer_options
+from stream_app.pipeline.emit import Emitter
+from stream_app.pipeline.records import Output
+from stream_app.settings import Settings
+
+__all__ = ["Transactions", "transactional_id"]
+
+log = logging.getLogger(__name__)
+
+
+def transactional_id(settings: Settings, topic: str, partition: int) -> str:
+    """The id whose epoch fences the previous owner of ``topic[partition]``.
+
+    >>> from stream_app.settings import load_settings
+    >>> transactional_id(load_settings(environ={}, topic_prefix="t."), "t.events", 3)
+    'stream-app-t.events-3'
+    """
+    return f"{settings.app_id}-{topic}-{partition}"
+
+
+class Transactions:
+    """One transactional producer per owned input partition, and the batches in flight."""
+
+    #: transactions in flight per partition before :meth:`submit` waits for the oldest
+    max_in_flight: int = 2
+    #: how long a revoke waits for the revoked partitions' transactions to end
+    revoke_wait_s: float = 5.0
+
+    def __init__(self, settings: Settings, group_id: str,
+                 make: Callable[[str], AIOKafkaProducer] | None = None) -> None:
+        self.settings = settings
+        self.group_id = group_id
+        self._make = make or self._producer
+        #: partitions this worker owns, and their started producers
+        self._owned: set[TopicPartition] = set()
+        self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
+        #: per partition, the transactions started and not yet awaited, oldest first
+        self._tails: dict[TopicPartition, deque[asyncio.Task[None]]] = {}
+        self._emitter = Emitter(lambda: None)
+        #: batches made visible; dropped (the partition is not this worker's); retried
+        self.committed = 0
+        self.dropped = 0
+        self.retried = 0
+        self._failure: BaseException | None = None
+        self._admin: Any = None
+
+    def _producer(self, tid: str) -> AIOKafkaProducer:
+        return AIOKafkaProducer(**producer_options(
+            self.settings, transactional_id=tid, enable_idempotence=True, acks="all",
+            linger_ms=2, max_batch_size=512 * 1024, client_id=tid))
+
+    # -- ownership --------------------------------------------------------------------------
+    async def on_assigned(self, tps: Iterable[Any]) -> None:
+        """Start (and so fence the previous owner of) each newly owned partition's id. Must
+        finish before the partitions' committed offsets are read."""
+        new = [TopicPartition(tp.topic, tp.partition) for tp in tps]
+        new = [tp for tp in new if tp not in self._owned]
+        self._owned.update(new)
+        await asyncio.gather(*(self._start(tp) for tp in new))
+
+    async def _start(self, tp: TopicPartition) -> AIOKafkaProducer:
+        producer = self._make(transactional_id(self.settings, tp.topic, tp.partition))
+        try:
+            await producer.start()  # InitProducerId: aborts the old owner's open transaction
+        except BaseException:
+            await _quiet_stop(producer)
+            raise
+        if tp not in self._owned:  # revoked meanwhile
+            await _quiet_stop(producer)
+            raise _NotOwned
+        self._producers[tp] = producer
+        return producer
+
+    async def on_revoked(self, tps: Iterable[Any]) -> None:
+        """Let the revoked partitions' transactions finish, then stop their producers."""
+        gone = [TopicPartition(tp.topic, tp.partition) for tp in tps]
+        tails = [t for tp in gone for t in self._tails.pop(tp, ())]
+        if tails:  # bounded: with the broker away they would retry for ever
+            _, late = await asyncio.wait(tails, timeout=self.revoke_wait_s)
+            for task in late:
+                task.cancel()  # not committed: the next owner aborts them and replays
+        self._owned.difference_update(gone)
+        await asyncio.gather(*(_quiet_stop(p) for tp in gone
+                               if (p := self._producers.pop(tp, None)) is not None))
+
+    async def stop(self) -> None:
+        await self.on_revoked(list(self._owned))
+        if self._admin is not None:
+            admin, self._admin = self._admin, None
+            try:
+                await admin.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    # -- batches ----------------------------------------------------------------------------
+    async def submit(self, tp: Any, outputs: Sequence[Output], next_offset: int) -> None:
+        """Start the transaction of one batch of ``tp``, after the previous ones of ``tp``.
+
+        Returns once it is started (or, with :attr:`max_in_flight` open, once the oldest has
+        ended); :meth:`wait` or a later submit raises a failure that is not Kafka's. A batch
+        of a partition this worker does not own is dropped (counted): its offset is not
+        committed, so its records come again to the owner.
+        """
+        self.raise_failure()
+        key = TopicPartition(tp.topic, tp.partition)
+        if key not in self._owned:
+            self.dropped += 1
+            return
+        tails = self._tails.setdefault(key, deque())
+        while len(tails) >= self.max_in_flight:
+            await asyncio.gather(tails.popleft(), return_exceptions=True)
+        prev = tails[-1] if tails else None
+        tails.append(asyncio.ensure_future(self._run(key, prev, list(outputs), next_offset)))
+
+    async def wait(self) -> None:
+        """Wait for every transaction in flight; raise a failure that is not Kafka's."""
+        tails = [t for q in self._tails.values() for t in q]
+        for q in self._tails.values():
+            q.clear()
+        if tails:
+            await asyncio.gather(*tails, return_exceptions=True)
+        self.raise_failure()
+
+    def raise_failure(self) -> None:
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+
+    async def _run(self, tp: TopicPartition, prev: asyncio.Task[None] | None,
+                   outputs: list[Output], next_offset: int) -> None:
+        if prev is not None:
+            await asyncio.gather(prev, return_exceptions=True)
+        delay, uncertain = 0.1, False
+        while True:
+            if tp not in self._owned:  # revoked, or fenced
+                self.dropped += 1
+                return
+            try:
+                producer = self._producers.get(tp) or await self._start(tp)
+                if uncertain and await self._committed(tp) >= next_offset:
+                    # the failed attempt did commit (its answer was lost): the new producer's
+                    # start completed it, and the offset says so
+                    self.committed += 1
+                    return
+                await self._transaction(producer, tp, outputs, next_offset)
+                self.committed += 1
+                return
+            except _NotOwned:
+                continue
+            except ProducerFenced:
+                log.warning("%s[%d]: fenced, another worker owns it now; this worker's "
+                            "batches of it are dropped unseen", tp.topic, tp.partition)
+                self._owned.discard(tp)
+                if (p := self._producers.pop(tp, None)) is not None:
+                    asyncio.ensure_future(_quiet_stop(p))
+            except KafkaError as exc:
+                self.retried += 1
+                uncertain = True
+                log.error("%s[%d]: transaction failed (%s: %s); retrying in %.1f s", tp.topic,
+                          tp.partition, type(exc).__name__, exc, delay)
+                if (p := self._producers.pop(tp, None)) is not None:
+                    await _quiet_abort(p)
+                    await _quiet_stop(p)  # a new producer for the same id: a clean state
+                await asyncio.sleep(delay)
+                delay = min(10.0, delay * 2)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug, not Kafka: the agent's next submit raises it
+                self._failure = exc
+                return
+
+    async def _committed(self, tp: TopicPartition) -> int:
+        """The group's committed offset of ``tp`` (-1: none)."""
+        if self._admin is None:
+            self._admin = make_admin(self.settings)
+            await self._admin.start()
+        offsets = await self._admin.list_consumer_group_offsets(self.group_id, partitions=[tp])
+        meta = offsets.get(tp)
+        return -1 if meta is None or meta.offset is None else meta.offset
+
+    async def _transaction(self, producer: AIOKafkaProducer, tp: TopicPartition,
+                           outputs: list[Output], next_offset: int) -> None:
+        await producer.begin_transaction()
+        try:
+            await self._emitter.send(outputs, producer)
+            await producer.send_offsets_to_transaction({tp: next_offset}, self.group_id)
+        except BaseException:
+            await _quiet_abort(producer)
+            raise
+        await producer.commit_transaction()
+
+
+class _NotOwned(Exception):
+    """The partition was revoked while its producer started."""
+
+
+async def _quiet_abort(producer: Any) -> bool:
+    try:
+        await producer.abort_transaction()
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+async def _quiet_stop(producer: Any) -> None:
+    try:
+        await producer.stop()
+    except Exception:  # noqa: BLE001 (a fenced or broken producer: nothing to keep)
+        pass

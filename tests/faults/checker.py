@@ -1,0 +1,92 @@
+"""The fault suite's checker: read the output topics from offset 0 and judge every event.
+
+What a consumer with ``isolation_level="read_committed"`` sees is what counts (aborted
+transactions are invisible to it). The rules:
+
+* every expected ``event_id`` has an outcome: a prediction, or a dead letter whose payload
+  carries that id;
+* no ``event_id`` has two predictions, and no source position (topic, partition, offset) has
+  two dead letters;
+* nothing comes out for an id nobody sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from stream_app import contract
+from stream_app.settings import Settings
+from tests.kafka_helpers import collect
+
+
+@dataclass
+class Report:
+    expected: set[str]
+    #: predictions per event id; dead letters per source position, and the ids they carry
+    predictions: Counter[str] = field(default_factory=Counter)
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    dead_ids: set[str] = field(default_factory=set)
+
+    @property
+    def missing(self) -> set[str]:
+        return self.expected - set(self.predictions) - self.dead_ids
+
+    @property
+    def duplicates(self) -> dict[str, int]:
+        """Event ids predicted more than once, and positions dead-lettered more than once."""
+        return {k: n for c in (self.predictions, self.dead_letters) for k, n in c.items()
+                if n > 1}
+
+    @property
+    def unexpected(self) -> set[str]:
+        return (set(self.predictions) | self.dead_ids) - self.expected
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.duplicates or self.unexpected)
+
+    def summary(self) -> str:
+        return (f"expected {len(self.expected)}, predicted {len(self.predictions)}, "
+                f"dead letters {sum(self.dead_letters.values())}, missing {len(self.missing)}, "
+                f"duplicates {len(self.duplicates)}, unexpected {len(self.unexpected)}")
+
+
+def _carried_id(dead: dict[str, Any]) -> str | None:
+    try:
+        payload = orjson.loads(dead.get("payload") or "null")
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(payload, dict) and isinstance(payload.get("event_id"), str):
+        return payload["event_id"]
+    return None
+
+
+async def read(settings: Settings, expected: set[str], *, timeout_s: float = 120.0,
+               settle_s: float = 3.0) -> Report:
+    """Wait until every expected id has an outcome (or ``timeout_s``), let ``settle_s`` pass
+    for anything late (a duplicate), then read everything again and report."""
+
+    def has_all(rs: list[Any]) -> bool:
+        return expected <= {orjson.loads(r.value)["event_id"] for r in rs} | dead_ids
+
+    dead = await collect(settings, contract.DEAD_LETTERS, until=lambda rs: False,
+                         timeout_s=settle_s)
+    dead_ids = {i for r in dead if (i := _carried_id(orjson.loads(r.value))) is not None}
+    await collect(settings, contract.PREDICTIONS, until=has_all, timeout_s=timeout_s)
+    await asyncio.sleep(settle_s)
+    report = Report(expected=set(expected))
+    for r in await collect(settings, contract.PREDICTIONS, until=lambda rs: False,
+                           timeout_s=settle_s):
+        report.predictions[orjson.loads(r.value)["event_id"]] += 1
+    for r in await collect(settings, contract.DEAD_LETTERS, until=lambda rs: False,
+                           timeout_s=settle_s):
+        d = orjson.loads(r.value)
+        report.dead_letters[f"{d['source_topic']}:{d['partition']}:{d['offset']}"] += 1
+        if (i := _carried_id(d)) is not None:
+            report.dead_ids.add(i)
+    return report
