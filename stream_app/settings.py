@@ -133,6 +133,9 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     #: ``redis://...`` or ``memory://`` for the online feature store
     feature_store_url: str | None = None
+    #: the feature store's Redis key namespace (entity states, scoring snapshots, ``event_id``
+    #: claims, early labels); default: ``app_id``, plus ``:`` and ``topic_prefix`` if set
+    store_namespace: str | None = Field(default=None, pattern=r"^\S+$")
     embedded: bool = False
 
     # -- topics -----------------------------------------------------------
@@ -272,6 +275,26 @@ class Settings(BaseSettings):
     @property
     def store_url(self) -> str:
         return self.feature_store_url or self.redis_url
+
+    @property
+    def feature_store_namespace(self) -> str:
+        """The feature store's key namespace: ``store_namespace``, else the app id and the
+        topic prefix. Deployments that share a Redis and an app id but not their topics then
+        share no ``event_id`` claims (one would drop the other's events as duplicates); without
+        a prefix the keys are the app id's, as they always were. Neither part may hold ``:``,
+        so two different pairs never give the same namespace.
+
+        >>> load_settings(environ={}).feature_store_namespace
+        'stream-app'
+        >>> load_settings(environ={"STREAM_TOPIC_PREFIX": "fraud."}).feature_store_namespace
+        'stream-app:fraud.'
+        >>> load_settings(environ={"STREAM_TOPIC_PREFIX": "fraud.",
+        ...                        "STREAM_STORE_NAMESPACE": "stream-app"}).feature_store_namespace
+        'stream-app'
+        """
+        if self.store_namespace is not None:
+            return self.store_namespace
+        return f"{self.app_id}:{self.topic_prefix}" if self.topic_prefix else self.app_id
 
     def to_env(self) -> dict[str, str]:
         """``STREAM_*`` variables that rebuild these settings in a child process.
