@@ -148,7 +148,10 @@ class Settings(BaseSettings):
     app_id: str = Field(default="stream-app", min_length=1, max_length=200)
     web_port: int = Field(default=6066, ge=1, le=65535)
     web_enabled: bool = True
+    #: created with its parents when the worker starts
     data_dir: Path = Path(".stream-app")
+    #: a starting worker waits this long for Kafka and each Redis to answer, then exits
+    startup_timeout_s: float = Field(default=8.0, gt=0, le=600)
     batch_max: int = Field(default=500, ge=1)
     batch_within_s: float = Field(default=0.02, gt=0)
     metrics_interval_s: float = Field(default=2.0, gt=0)

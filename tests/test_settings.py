@@ -32,6 +32,7 @@ BAD = [
     ("STREAM_LIFECYCLE__PROMOTE_MARGIN", "1.5", "less than or equal to 1"),
     ("STREAM_FEATURES__ENTITY_TTL_S", "-1", "greater than or equal to 1"),
     ("STREAM_STORE_NAMESPACE", "has space", "should match pattern"),
+    ("STREAM_STARTUP_TIMEOUT_S", "0", "greater than 0"),
 ]
 
 
