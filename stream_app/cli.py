@@ -47,12 +47,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from stream_app.kafka_io import ensure_topics
     from stream_app.lifecycle import require_key
     from stream_app.pipeline.engine import Engine
-    from stream_app.preflight import check_services, ensure_data_dir
+    from stream_app.preflight import check_challenger_steps, check_services, ensure_data_dir
 
     # fail fast, one line, exit code 2 (stream_app.preflight): the settings, then the local
     # state, then the services, before Faust starts (it would retry or crash with a traceback)
     require_key(settings)
     engine = Engine(settings)  # compiles the feature spec and builds the model; no I/O
+    check_challenger_steps(settings)
     ensure_data_dir(settings)
     try:
         import uvloop

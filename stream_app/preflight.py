@@ -1,7 +1,8 @@
 """What a worker checks before Faust starts, so that a wrong setting fails at once, in one line.
 
 ``stream-app worker`` checks, in order: the settings (``load_settings``), the registry key, the
-model and feature specs (building the ``Engine``, which touches no service), the data dir
+model and feature specs (building the ``Engine``, which touches no service, and
+:func:`check_challenger_steps`), the data dir
 (:func:`ensure_data_dir`), then Kafka and every Redis the worker will use
 (:func:`check_services`), all at the same time and each within ``startup_timeout_s``. A failure
 is a :class:`~stream_app.errors.ConfigError` (the settings are wrong: a data dir that cannot be
@@ -27,13 +28,37 @@ from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from redis.retry import Retry
 
-from stream_app.errors import ConfigError, ServiceError, StreamAppError
+from models.spec import ModelSettings, build_model
+from stream_app.errors import ConfigError, ModelSpecError, ServiceError, StreamAppError
 from stream_app.kafka_io import wait_for_kafka
 from stream_app.settings import Settings, redact_url
 
-__all__ = ["check_services", "ensure_data_dir", "redis_targets", "wait_for_redis"]
+__all__ = ["check_challenger_steps", "check_services", "ensure_data_dir", "redis_targets",
+           "wait_for_redis"]
 
 _REDIS_SCHEMES: Final = ("redis://", "rediss://", "unix://")
+
+
+def check_challenger_steps(settings: Settings) -> None:
+    """Build ``lifecycle.challenger_steps`` once, as the learner will on a retrain signal, so a
+    bad step fails now, not hours later when drift asks for a challenger.
+
+    >>> from stream_app.settings import load_settings
+    >>> check_challenger_steps(load_settings(environ={}, lifecycle={
+    ...     "challenger_steps": [{"name": "GaussianNB"}]}))
+    >>> check_challenger_steps(load_settings(environ={}, lifecycle={
+    ...     "challenger_steps": [{"name": "Nope"}]}))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    stream_app.errors.ModelSpecError: lifecycle.challenger_steps: unknown class 'Nope'; ...
+    """
+    steps = settings.lifecycle.challenger_steps
+    if not steps or not settings.lifecycle.enabled:
+        return
+    try:
+        build_model(ModelSettings(**{**settings.model.model_dump(), "steps": steps}))
+    except ModelSpecError as exc:
+        raise ModelSpecError(f"lifecycle.challenger_steps: {exc}") from None
 
 
 def ensure_data_dir(settings: Settings) -> Path:

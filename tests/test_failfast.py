@@ -52,7 +52,10 @@ def worker(env: dict[str, str], cwd: Path) -> tuple[str, int, float]:
     ("STREAM_MODEL__THRESHOLD", "-0.5",
      "model.threshold (STREAM_MODEL__THRESHOLD): Input should be greater than or equal to 0"),
     ("STREAM_REDIS_URL", "redis://127.0.0.1:63x9/0", "redis_url (STREAM_REDIS_URL): Value error, bad port"),
-], ids=["negative-threshold", "redis-port"])
+    ("STREAM_FEATURES", '{"aggregates": [{"feature": "x", "windows": ["0s"]}]}', "bad window '0s'"),
+    ("STREAM_LIFECYCLE__CHALLENGER_STEPS", '[{"name": "Nope"}]',
+     "lifecycle.challenger_steps: unknown class 'Nope'"),
+], ids=["negative-threshold", "redis-port", "zero-window", "challenger-step"])
 def test_a_bad_setting_is_one_line_and_exit_2(tmp_path: Path, variable: str, value: str,
                                               expected: str) -> None:
     line, code, _ = worker(clean_env(tmp_path, **{variable: value}), tmp_path)
