@@ -67,13 +67,16 @@ class StepSettings(_Frozen):
 class ModelSettings(_Frozen):
     """The model to serve, declared as data (see ``models.spec``)."""
 
-    name: str = "default"
+    #: a safe path segment and Redis key part (the registry's ``check_name``)
+    name: str = Field(default="default", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
     steps: tuple[StepSettings, ...] = (
         StepSettings(name="StandardScaler"),
         StepSettings(name="LogisticRegression"),
     )
-    #: decision threshold on ``score`` for ``predicted``
-    threshold: float = 0.5
+    #: decision threshold on ``score`` for ``predicted`` (``score > threshold``), in [0, 1]:
+    #: a classifier's score is a probability and HalfSpaceTrees' is in [0, 1] (OneClassSVM's
+    #: raw margin is not bounded, so it cannot use a threshold above 1)
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     #: label values that count as the positive class (``True``, ``1`` and these strings)
     positive_labels: tuple[str, ...] = ("1", "true", "fraud", "anomaly", "positive", "yes")
     #: one-hot encode string features before the first step (on by default)

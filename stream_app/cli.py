@@ -44,26 +44,34 @@ def _run(coro: object) -> object:
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _setup_logging(settings.log_level)
+    from stream_app.kafka_io import ensure_topics
+    from stream_app.lifecycle import require_key
+    from stream_app.pipeline.engine import Engine
+    from stream_app.preflight import check_challenger_steps, check_services, ensure_data_dir
+
+    # fail fast, one line, exit code 2 (stream_app.preflight): the settings, then the local
+    # state, then the services, before Faust starts (it would retry or crash with a traceback)
+    require_key(settings)
+    engine = Engine(settings)  # compiles the feature spec and builds the model; no I/O
+    check_challenger_steps(settings)
+    ensure_data_dir(settings)
     try:
         import uvloop
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:  # pragma: no cover
         pass
-    from faust import Worker
-
-    from stream_app.app import create_app
-    from stream_app.kafka_io import ensure_topics, wait_for_kafka
-    from stream_app.lifecycle import require_key
-
-    require_key(settings)  # before touching any service: a clear refusal, exit code 2
 
     async def prepare() -> None:
+        await check_services(settings)
         # Faust does not pick up a source topic created after it subscribed: create them first.
-        await wait_for_kafka(settings, timeout_s=60)
         await ensure_topics(settings)
 
     asyncio.run(prepare())
-    app = create_app(settings)
+    from faust import Worker
+
+    from stream_app.app import create_app
+
+    app = create_app(settings, engine=engine)
     worker = Worker(app, loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()  # returns only through SystemExit
     return 0
@@ -76,6 +84,9 @@ def cmd_services(args: argparse.Namespace) -> int:
     settings = _settings(args)
     data_dir = Path(settings.data_dir)
     if args.action == "up":
+        from stream_app.preflight import ensure_data_dir
+
+        ensure_data_dir(settings)
         current = svc.Services.load(data_dir)
         if current is not None and current.all_up():
             print(f"already running ({current.kind}):\n{current.exports()}")
@@ -264,8 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except StreamAppError as exc:
-        print(f"stream-app: error: {exc}", file=sys.stderr)
+    except StreamAppError as exc:  # one line, never a traceback
+        print(f"stream-app: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("stream-app: interrupted", file=sys.stderr)

@@ -19,10 +19,12 @@ for configuration.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -34,7 +36,7 @@ from stream_app.errors import ConfigError
 
 #: the domain schemas live beside their domain; settings composes them
 __all__ = ["AggregateSettings", "DriftSettings", "FeatureSettings", "ModelSettings", "Settings",
-           "StepSettings", "load_settings"]
+           "StepSettings", "load_settings", "redact_url"]
 
 
 class _Frozen(BaseModel):
@@ -109,7 +111,7 @@ class LifecycleSettings(_Frozen):
     #: compare champion and challenger on the last this many labels both scored
     compare_labels: int = Field(default=500, ge=10)
     #: promote when the challenger's accuracy beats the champion's by at least this much
-    promote_margin: float = Field(default=0.02, ge=0)
+    promote_margin: float = Field(default=0.02, ge=0, le=1)
     #: promote automatically; off: a ``models`` record says the challenger is ready
     auto_promote: bool = True
     #: archive a challenger that has not won after this many compared labels
@@ -131,6 +133,9 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     #: ``redis://...`` or ``memory://`` for the online feature store
     feature_store_url: str | None = None
+    #: the feature store's Redis key namespace (entity states, scoring snapshots, ``event_id``
+    #: claims, early labels); default: ``app_id``, plus ``:`` and ``topic_prefix`` if set
+    store_namespace: str | None = Field(default=None, pattern=r"^\S+$")
     embedded: bool = False
     #: ``exactly_once``: every batch's outputs and its consumed offsets go to Kafka in one
     #: transaction (one transactional id per input partition fences zombies);
@@ -144,10 +149,14 @@ class Settings(BaseSettings):
     replication_factor: int = Field(default=1, ge=1)
 
     # -- worker -----------------------------------------------------------
-    app_id: str = "stream-app"
-    web_port: int = 6066
+    #: Faust's app id and consumer group (Faust names topics after it: Kafka's topic characters)
+    app_id: str = Field(default="stream-app", min_length=1, max_length=200)
+    web_port: int = Field(default=6066, ge=1, le=65535)
     web_enabled: bool = True
+    #: created with its parents when the worker starts
     data_dir: Path = Path(".stream-app")
+    #: a starting worker waits this long for Kafka and each Redis to answer, then exits
+    startup_timeout_s: float = Field(default=8.0, gt=0, le=600)
     batch_max: int = Field(default=500, ge=1)
     batch_within_s: float = Field(default=0.02, gt=0)
     metrics_interval_s: float = Field(default=2.0, gt=0)
@@ -179,16 +188,55 @@ class Settings(BaseSettings):
 
     @field_validator("kafka_url")
     @classmethod
-    def _kafka_scheme(cls, v: str) -> str:
+    def _kafka_url(cls, v: str) -> str:
         if not v.startswith(("kafka://", "aiokafka://")):
             raise ValueError("must start with kafka:// (e.g. kafka://127.0.0.1:9092)")
+        for part in v.split(";"):
+            _check_host_port(part.split("://", 1)[-1].strip("/"))
         return v
 
-    @field_validator("redis_url")
+    @field_validator("redis_url", "feature_store_url")
     @classmethod
-    def _redis_scheme(cls, v: str) -> str:
-        if not v.startswith(("redis://", "rediss://", "unix://", "memory://")):
+    def _redis_url(cls, v: str | None) -> str | None:
+        if v is None or v.startswith("memory://"):
+            return v
+        if not v.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be redis://host:port/db, unix:///path or memory://")
+        _check_redis_url(v)
+        return v
+
+    @field_validator("registry_url")
+    @classmethod
+    def _registry_url(cls, v: str) -> str:
+        if v.startswith("file://"):
+            if v == "file://":
+                raise ValueError("file:// needs a path (e.g. file://./registry)")
+            return v
+        if not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be file://PATH, redis://host:port/db or unix:///path")
+        _check_redis_url(v)
+        return v
+
+    @field_validator("registry_key")
+    @classmethod
+    def _key_length(cls, v: SecretStr | None) -> SecretStr | None:
+        from models.registry.signing import MIN_KEY_BYTES
+
+        if v is not None and len(v.get_secret_value().encode()) < MIN_KEY_BYTES:
+            raise ValueError(f"must be at least {MIN_KEY_BYTES} bytes")
+        return v
+
+    @field_validator("app_id", "topic_prefix")
+    @classmethod
+    def _kafka_name(cls, v: str) -> str:
+        # Kafka topic names: at most 249 of [A-Za-z0-9._-]; the prefix leaves room for names
+        from stream_app.contract import TOPICS
+
+        if not _KAFKA_NAME.fullmatch(v):
+            raise ValueError("may hold only letters, digits, '.', '_' and '-' (Kafka's "
+                             f"characters for topic names), got {v!r}")
+        if len(v) + max(map(len, TOPICS)) > 249:
+            raise ValueError("is too long for Kafka topic names (249 characters with the name)")
         return v
 
     @classmethod
@@ -247,6 +295,26 @@ class Settings(BaseSettings):
     def store_url(self) -> str:
         return self.feature_store_url or self.redis_url
 
+    @property
+    def feature_store_namespace(self) -> str:
+        """The feature store's key namespace: ``store_namespace``, else the app id and the
+        topic prefix. Deployments that share a Redis and an app id but not their topics then
+        share no ``event_id`` claims (one would drop the other's events as duplicates); without
+        a prefix the keys are the app id's, as they always were. Neither part may hold ``:``,
+        so two different pairs never give the same namespace.
+
+        >>> load_settings(environ={}).feature_store_namespace
+        'stream-app'
+        >>> load_settings(environ={"STREAM_TOPIC_PREFIX": "fraud."}).feature_store_namespace
+        'stream-app:fraud.'
+        >>> load_settings(environ={"STREAM_TOPIC_PREFIX": "fraud.",
+        ...                        "STREAM_STORE_NAMESPACE": "stream-app"}).feature_store_namespace
+        'stream-app'
+        """
+        if self.store_namespace is not None:
+            return self.store_namespace
+        return f"{self.app_id}:{self.topic_prefix}" if self.topic_prefix else self.app_id
+
     def to_env(self) -> dict[str, str]:
         """``STREAM_*`` variables that rebuild these settings in a child process.
 
@@ -271,6 +339,64 @@ class Settings(BaseSettings):
                 text = str(value)
             env[f"STREAM_{name.upper()}"] = text
         return env
+
+
+_KAFKA_NAME: Final = re.compile(r"[A-Za-z0-9._-]*")
+
+
+def _check_host_port(netloc: str) -> None:
+    """``host[:port]`` with a port in 1..65535 (a ``ValueError`` otherwise).
+
+    >>> _check_host_port("kafka:9092"), _check_host_port("[::1]:9092"), _check_host_port("h")
+    (None, None, None)
+    >>> _check_host_port("h:90x")
+    Traceback (most recent call last):
+    ...
+    ValueError: bad port in 'h:90x': Port could not be cast to integer value as '90x'
+    """
+    try:
+        port = urlsplit(f"//{netloc}").port
+    except ValueError as exc:
+        raise ValueError(f"bad port in {netloc!r}: {exc}") from None
+    if port == 0:
+        raise ValueError(f"bad port in {netloc!r}: 0")
+
+
+def _check_redis_url(url: str) -> None:
+    """What redis-py would misread: a bad port, or a path that is not a database number
+    (redis-py ignores it and uses db 0).
+
+    >>> _check_redis_url("redis://:pw@h:6379/2"), _check_redis_url("unix:///run/redis.sock?db=1")
+    (None, None)
+    >>> _check_redis_url("redis://h:6379/sessions")
+    Traceback (most recent call last):
+    ...
+    ValueError: the path of redis://h:6379/sessions must be a database number (e.g. /0)
+    """
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ValueError(f"{parts.scheme}:// needs the socket's path")
+        return
+    _check_host_port(parts.netloc.rpartition("@")[2])
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        raise ValueError(f"the path of {redact_url(url)} must be a database number (e.g. /0)")
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password, to be shown.
+
+    >>> redact_url("redis://user:secret@h:6379/0"), redact_url("redis://:secret@h/0")
+    ('redis://user:***@h:6379/0', 'redis://:***@h/0')
+    >>> redact_url("redis://h:6379/0")
+    'redis://h:6379/0'
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}"))
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

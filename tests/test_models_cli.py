@@ -6,9 +6,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import orjson
+import pytest
+import redis.asyncio as aredis
 from river import linear_model, preprocessing
 
 from models.registry import open_registry
@@ -91,3 +94,25 @@ async def test_stage_changes_go_to_the_models_topic_and_challenge_signals_the_le
     (signal,) = values(await collect(kafka_settings, contract.RETRAIN_SIGNALS,
                                      until=lambda rs: len(rs) >= 1))
     assert (signal["model"], signal["reason"]) == ("fraud", "manual")
+
+
+@pytest.mark.integration
+async def test_models_cli_reads_the_redis_registry_the_workers_write(redis_url: str) -> None:
+    from stream_app.settings import load_settings
+    from stream_app.tools.operate import registry_call
+
+    app_id = f"cli-reg-{uuid.uuid4().hex[:8]}"
+    url = redis_url.rsplit("/", 1)[0] + "/1"  # a database of its own, as in docker-compose.yml
+    settings = load_settings(environ={}, registry_url=url, registry_key=KEY, app_id=app_id)
+    worker_side = open_registry(url, key=KEY.encode(), namespace=app_id)  # as ModelKeeper opens it
+    try:
+        await worker_side.create_version("fraud", spec={"steps": []}, params={}, parent=None)
+        listed = await registry_call(settings, "list")
+        assert [v["version"] for v in listed["fraud"]] == ["1"]
+    finally:
+        await worker_side.aclose()
+        raw = aredis.Redis.from_url(url)
+        keys = [k async for k in raw.scan_iter(match=f"stream:{app_id}:*", count=1000)]
+        if keys:
+            await raw.delete(*keys)
+        await raw.aclose()

@@ -153,7 +153,7 @@ class Engine:
     async def start(self) -> None:
         if self._store is None:
             self._store = open_feature_store(self.settings.store_url,
-                                             namespace=self.settings.app_id)
+                                             namespace=self.settings.feature_store_namespace)
 
     async def aclose(self) -> None:
         if self._store is not None:

@@ -139,7 +139,9 @@ async def publish_model_changes(settings: Settings, changes: list[Any]) -> None:
 def _registry(settings: Settings) -> Any:
     from models.registry import open_registry
 
-    return open_registry(settings.registry_url, key=settings.registry_key_bytes)
+    # the workers' namespace (stream_app.lifecycle): a Redis registry keeps models per app id
+    return open_registry(settings.registry_url, key=settings.registry_key_bytes,
+                         namespace=settings.app_id)
 
 
 async def registry_call(settings: Settings, action: str, *args: str) -> Any:
