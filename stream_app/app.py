@@ -391,7 +391,9 @@ async def _take_role(app: StreamApp, assigned: set[Any]) -> None:
     if keeper is None:
         app.engine.learning_enabled = bool(mine)
         return
-    if mine and not keeper.learner:
+    # a learner that keeps the partition across a rebalance goes on, unless another worker
+    # learned meanwhile (it was paused past its session: its lease was taken over)
+    if mine and not (keeper.learner and await keeper.holds_lease()):
         offsets = await keeper.become_learner()
         rewind = {tp: offsets[tp.partition] for tp in mine if tp.partition in offsets}
         if rewind:

@@ -9,7 +9,8 @@
     ├── ModelSpecError              a model declared in config is not on the allow-list
     └── RegistryError               the model registry refused a request
         ├── ModelNotFoundError      no such model, version or snapshot, or no production version
-        └── CheckpointError         no stored checkpoint passed verification (never unpickled)
+        ├── CheckpointError         no stored checkpoint passed verification (never unpickled)
+        └── FencedError             a checkpoint from a learner whose lease was taken over
 
 Bad *data* is never an exception: it becomes a dead-letter record (``stream_app.validate``).
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 __all__ = [
     "CheckpointError",
     "ConfigError",
+    "FencedError",
     "ModelNotFoundError",
     "ModelSpecError",
     "RegistryError",
@@ -65,3 +67,7 @@ class ModelNotFoundError(RegistryError, LookupError):
 
 class CheckpointError(RegistryError):
     """No stored checkpoint passed its size, SHA-256 and HMAC checks (none was unpickled)."""
+
+
+class FencedError(RegistryError):
+    """A checkpoint was refused: another learner took the model's lease since this one's."""

@@ -37,7 +37,7 @@ from models.registry import ModelRegistry, open_registry
 from models.registry.types import StageChange, VersionInfo, utc_now
 from models.spec import OnlineModel, build_model
 from stream_app import contract
-from stream_app.errors import CheckpointError, ConfigError, ModelNotFoundError
+from stream_app.errors import CheckpointError, ConfigError, FencedError, ModelNotFoundError
 from stream_app.pipeline.engine import Engine
 from stream_app.pipeline.records import Out, Output, Record, RetrainSignal
 from stream_app.pipeline.shadow import Challenger
@@ -82,6 +82,10 @@ class ModelKeeper:
         self.registry = registry or open_registry(
             settings.registry_url, key=settings.registry_key_bytes, namespace=settings.app_id)
         self.learner = False
+        #: this learner's lease (``ModelRegistry.take_lease``); checkpoints carry it
+        self.lease: int | None = None
+        #: times another learner's lease refused this one's checkpoint
+        self.fenced = 0
         self.started = False
         self._last_checkpoint = time.monotonic()
         self._checkpoints = 0
@@ -138,6 +142,9 @@ class ModelKeeper:
         consumed after that snapshot are learned again.
         """
         await self.start()
+        # the lease first: from now on a learner this one replaces (paused past its session,
+        # say) cannot checkpoint, so the snapshot restored next stays the newest
+        self.lease = await self.registry.take_lease(self.name)
         prod = await self.registry.production(self.name)
         await self._serve(prod, restore=True)
         self.learner = True
@@ -146,9 +153,24 @@ class ModelKeeper:
                          "learn_count": self.engine.metrics.learned}
         self._last_checkpoint = time.monotonic()
         self._publish_state()
-        log.info("model %r v%s: this worker is the learner (snapshot %d, %d learned)",
-                 self.name, prod.version, self.engine.snapshot_id, self.engine.metrics.learned)
+        log.info("model %r v%s: this worker is the learner (lease %d, snapshot %d, %d "
+                 "learned)", self.name, prod.version, self.lease, self.engine.snapshot_id,
+                 self.engine.metrics.learned)
         return dict(self.engine.label_next)
+
+    async def holds_lease(self) -> bool:
+        """Whether this learner's lease is still the model's newest (no one replaced it)."""
+        return self.learner and self.lease == await self.registry.lease(self.name)
+
+    def _fenced(self, exc: FencedError) -> None:
+        """Another worker learns now: stop learning at once, checkpoint nothing."""
+        log.warning("%s; this worker stops learning (its model is discarded at the next "
+                    "restore)", exc)
+        self.learner = False
+        self.engine.learning_enabled = False
+        self.engine.challenger = None
+        self.fenced += 1
+        self._publish_state()
 
     async def become_scorer(self) -> None:
         """This worker lost (or never held) the labels partition: checkpoint, stop learning."""
@@ -277,21 +299,31 @@ class ModelKeeper:
         learned = engine.metrics.learned
         engine.learns_since_snapshot = 0
         self._last_checkpoint = time.monotonic()
-        info = await self.registry.save_snapshot(
-            self.name, model.version,
-            {"pipeline": model.pipeline, "prequential": engine.metrics.prequential,
-             "label_ahead": engine.ledger.saved()},
-            learn_count=learned, label_offsets=offsets, data_hash=engine.data_hash.hexdigest(),
-            metrics=engine.metrics.prequential.snapshot())
+        try:
+            info = await self.registry.save_snapshot(
+                self.name, model.version,
+                {"pipeline": model.pipeline, "prequential": engine.metrics.prequential,
+                 "label_ahead": engine.ledger.saved()},
+                learn_count=learned, label_offsets=offsets,
+                data_hash=engine.data_hash.hexdigest(),
+                metrics=engine.metrics.prequential.snapshot(), lease=self.lease)
+        except FencedError as exc:
+            self._fenced(exc)
+            return None
         if engine.model is model:
             engine.snapshot_id = engine.metrics.snapshot_id = info.snapshot_id
         challenger = engine.challenger
         if challenger is not None:
-            c = await self.registry.save_snapshot(
-                self.name, challenger.model.version,
-                {"pipeline": challenger.model.pipeline, "prequential": challenger.prequential},
-                learn_count=challenger.learned, label_offsets=offsets, data_hash="",
-                metrics=challenger.prequential.snapshot())
+            try:
+                c = await self.registry.save_snapshot(
+                    self.name, challenger.model.version,
+                    {"pipeline": challenger.model.pipeline,
+                     "prequential": challenger.prequential},
+                    learn_count=challenger.learned, label_offsets=offsets, data_hash="",
+                    metrics=challenger.prequential.snapshot(), lease=self.lease)
+            except FencedError as exc:
+                self._fenced(exc)
+                return None
             challenger.snapshot_id = c.snapshot_id
         self._checkpoints += 1
         if self._checkpoints % _PRUNE_EVERY == 0:

@@ -24,7 +24,13 @@ import redis.asyncio as aredis
 from river import linear_model, preprocessing
 
 from models.registry import DataHash, ModelRegistry, open_registry
-from stream_app.errors import CheckpointError, ConfigError, ModelNotFoundError, StreamAppError
+from stream_app.errors import (
+    CheckpointError,
+    ConfigError,
+    FencedError,
+    ModelNotFoundError,
+    StreamAppError,
+)
 
 KEY = b"contract-test-key-0123456789abcdef"
 OTHER_KEY = b"another-key-that-is-long-enough!"
@@ -186,6 +192,26 @@ async def test_snapshot_round_trip_predicts_identically(reg: ModelRegistry) -> N
     assert info.pickle_protocol == 5 and info.checkpoint_size > 0
     assert len(info.checkpoint_sha256) == len(info.signature) == 64
     assert await reg.snapshots("fraud", "1") == [saved]
+
+
+async def test_a_replaced_learner_cannot_checkpoint_over_its_successor(reg: ModelRegistry) -> None:
+    await reg.create_version("fraud", spec=SPEC, params={}, parent=None)
+    assert await reg.lease("fraud") == 0
+    old = await reg.take_lease("fraud")
+    first = await reg.save_snapshot("fraud", "1", {"w": 1}, learn_count=1, label_offsets={},
+                                    data_hash="", metrics={}, lease=old)
+    new = await reg.take_lease("fraud")  # a second worker became the learner (the first paused)
+    assert new > old and await reg.lease("fraud") == new
+    with pytest.raises(FencedError):  # the first wakes up and checkpoints its older model
+        await reg.save_snapshot("fraud", "1", {"w": "stale"}, learn_count=5, label_offsets={},
+                                data_hash="", metrics={}, lease=old)
+    second = await reg.save_snapshot("fraud", "1", {"w": 2}, learn_count=2, label_offsets={},
+                                     data_hash="", metrics={}, lease=new)
+    assert [s.snapshot_id for s in await reg.snapshots("fraud", "1")] == [
+        first.snapshot_id, second.snapshot_id]
+    assert (await reg.load_snapshot("fraud", "1"))[0] == {"w": 2}
+    leases = await asyncio.gather(*(reg.take_lease("fraud") for _ in range(6)))
+    assert sorted(leases) == list(range(new + 1, new + 7))  # distinct, increasing
 
 
 async def test_snapshot_ids_increase_and_record_the_stage_at_save_time(reg: ModelRegistry) -> None:

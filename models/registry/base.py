@@ -91,8 +91,17 @@ class RegistryBase(ABC):
 
     @abstractmethod
     async def _commit_snapshot(self, name: str, version: str, blob: bytes,
-                               make_record: MakeRecord) -> bytes:
-        """Store ``blob`` and its record under the next id, atomically; return the record."""
+                               make_record: MakeRecord, lease: int | None) -> bytes:
+        """Store ``blob`` and its record under the next id, atomically; return the record.
+
+        With ``lease``: first check, in the same atomic step, that it is the newest
+        (``FencedError`` if not)."""
+
+    @abstractmethod
+    async def _take_lease(self, name: str) -> int: ...
+
+    @abstractmethod
+    async def _lease(self, name: str) -> int: ...
 
     @abstractmethod
     async def _delete_snapshots(self, name: str, version: str, ids: list[int]) -> None:
@@ -194,7 +203,7 @@ class RegistryBase(ABC):
 
     async def save_snapshot(self, name: str, version: str, model_obj: Any, *, learn_count: int,
                             label_offsets: dict[str, int], data_hash: str,
-                            metrics: dict[str, Any]) -> SnapshotInfo:
+                            metrics: dict[str, Any], lease: int | None = None) -> SnapshotInfo:
         signer = require_signer(self._key)
         check_name(name)
         check_version(version)
@@ -217,8 +226,16 @@ class RegistryBase(ABC):
             doc["signature"] = signer.sign(doc)
             return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
 
-        record = await self._commit_snapshot(name, version, blob, make_record)
+        record = await self._commit_snapshot(name, version, blob, make_record, lease)
         return SnapshotInfo.from_json(record)
+
+    async def take_lease(self, name: str) -> int:
+        check_name(name)
+        return await self._take_lease(name)
+
+    async def lease(self, name: str) -> int:
+        check_name(name)
+        return await self._lease(name)
 
     async def snapshots(self, name: str, version: str) -> list[SnapshotInfo]:
         await self.get_version(name, version)

@@ -34,12 +34,14 @@ import orjson
 from models.registry.base import MakeRecord, RegistryBase
 from models.registry.lifecycle import Catalog, Plan, PlanFn
 from models.registry.types import StageChange, VersionInfo
-from stream_app.errors import ModelNotFoundError
+from stream_app.errors import FencedError, ModelNotFoundError
 
 __all__ = ["FileRegistry", "atomic_write"]
 
 CATALOG: Final = "catalog.json"
 VERSION: Final = "version.json"
+#: the newest learner lease (see ``ModelRegistry.take_lease``)
+LEASE: Final = "lease"
 SNAPSHOTS: Final = "snapshots"
 _RECORD = re.compile(r"([0-9]{8,})\.json")
 _CHUNK: Final = 1 << 20
@@ -201,13 +203,34 @@ class FileRegistry(RegistryBase):
         await asyncio.to_thread(delete)
 
     async def _commit_snapshot(self, name: str, version: str, blob: bytes,
-                               make_record: MakeRecord) -> bytes:
+                               make_record: MakeRecord, lease: int | None) -> bytes:
         return await asyncio.to_thread(self._commit_snapshot_sync, name, version, blob,
-                                       make_record)
+                                       make_record, lease)
+
+    @staticmethod
+    def _read_lease(folder: Path) -> int:
+        try:
+            return int((folder / LEASE).read_text() or 0)
+        except FileNotFoundError:
+            return 0
+
+    async def _take_lease(self, name: str) -> int:
+        def take() -> int:
+            with self._locked(name, create=True) as folder:
+                lease = self._read_lease(folder) + 1
+                atomic_write(folder / LEASE, str(lease).encode())
+                return lease
+        return await asyncio.to_thread(take)
+
+    async def _lease(self, name: str) -> int:
+        return await asyncio.to_thread(self._read_lease, self.root / name)
 
     def _commit_snapshot_sync(self, name: str, version: str, blob: bytes,
-                              make_record: MakeRecord) -> bytes:
+                              make_record: MakeRecord, lease: int | None) -> bytes:
         with self._locked(name, create=False) as folder:
+            if lease is not None and lease < (newest := self._read_lease(folder)):
+                raise FencedError(f"model {name!r}: lease {lease} was taken over by lease "
+                                  f"{newest}; this learner's checkpoint is refused")
             cat = self._read_catalog(name)
             if version not in cat.stages:
                 raise ModelNotFoundError(f"model {name!r} has no version {version!r}")

@@ -56,10 +56,25 @@ class ModelRegistry(Protocol):
         """A new version "1", "2", ... of ``name``, from ``parent`` (a version of it) or scratch."""
         ...
 
+    async def take_lease(self, name: str) -> int:
+        """Become the model's one learner: a new lease, higher than every earlier one.
+
+        A learner passes its lease to :meth:`save_snapshot`; once a later lease is taken, the
+        earlier learner's checkpoints are refused (``FencedError``), so a learner that was
+        paused and replaced cannot write its older model over its successor's.
+        """
+        ...
+
+    async def lease(self, name: str) -> int:
+        """The model's newest lease (0: none taken)."""
+        ...
+
     async def save_snapshot(self, name: str, version: str, model_obj: Any, *, learn_count: int,
                             label_offsets: dict[str, int], data_hash: str,
-                            metrics: dict[str, Any]) -> SnapshotInfo:
+                            metrics: dict[str, Any], lease: int | None = None) -> SnapshotInfo:
         """Pickle (protocol 5), sign and store ``model_obj``; ids increase per version.
+
+        With ``lease``, refused with ``FencedError`` unless it is the model's newest lease.
 
         The object is pickled before the first ``await``, so it is captured as it is at the
         call; keep it unchanged until then (learning continues safely afterwards).

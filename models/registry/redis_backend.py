@@ -30,7 +30,7 @@ from features.store.base import key_prefix
 from models.registry.base import MakeRecord, RegistryBase
 from models.registry.lifecycle import Catalog, Plan, PlanFn
 from models.registry.types import StageChange, VersionInfo, check_stage
-from stream_app.errors import ModelNotFoundError, ServiceError
+from stream_app.errors import FencedError, ModelNotFoundError, ServiceError
 
 __all__ = ["RedisRegistry"]
 
@@ -145,14 +145,27 @@ class RedisRegistry(RegistryBase):
             pipe.delete(*(self.key(name, version, f"ckpt:{i}") for i in ids))
             await pipe.execute()
 
+    async def _take_lease(self, name: str) -> int:
+        async with self._errors():
+            return int(await self._r.incr(self.key(name, "lease")))
+
+    async def _lease(self, name: str) -> int:
+        async with self._errors():
+            return int(await self._r.get(self.key(name, "lease")) or 0)
+
     async def _commit_snapshot(self, name: str, version: str, blob: bytes,
-                               make_record: MakeRecord) -> bytes:
+                               make_record: MakeRecord, lease: int | None) -> bytes:
         versions, stages = self.key(name, "versions"), self.key(name, "stages")
-        snaps = self.key(name, version, "snaps")
+        snaps, lease_key = self.key(name, version, "snaps"), self.key(name, "lease")
         async with self._errors(), self._r.pipeline(transaction=True) as pipe:
             for _ in range(_ATTEMPTS):
                 try:
-                    await pipe.watch(stages, snaps)
+                    await pipe.watch(stages, snaps, lease_key)
+                    newest = int(await pipe.get(lease_key) or 0)
+                    if lease is not None and lease < newest:
+                        raise FencedError(f"model {name!r}: lease {lease} was taken over by "
+                                          f"lease {newest}; this learner's checkpoint is "
+                                          "refused")
                     raw_info = await pipe.hget(versions, version)
                     stage = await pipe.hget(stages, version)
                     if raw_info is None or stage is None:
