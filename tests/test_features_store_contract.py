@@ -123,6 +123,9 @@ async def test_parked_label_is_taken_by_commit_exactly_once(store: FeatureStore)
     assert await store.join_labels({"e1": b"1"}, **LABEL_TTLS) == {"e1": ("duplicate", None)}
     assert await store.commit_batch({}, {}, {"e2": b"v2"}, **TTLS) == {"e2": b"x"}
     assert await store.commit_batch({}, {}, {"e1": b"v1", "e2": b"v2"}, **TTLS) == {}
+    # what was taken stays readable (claim ttl) for a replay whose first outputs were lost
+    assert await store.taken_labels(["e1", "e2", "e3", "e4"]) == [b"1", b"x", None, None]
+    assert await store.taken_labels([]) == []
 
 
 async def test_the_same_label_record_again_is_redelivered_another_is_a_duplicate(

@@ -30,6 +30,7 @@ __all__ = [
     "REDELIVERED",
     "SEEN",
     "SNAPSHOT",
+    "TAKEN_LABEL",
     "BatchRead",
     "State",
     "check_ttl",
@@ -45,6 +46,9 @@ SNAPSHOT: Final = "snap:"
 SEEN: Final = "seen:"
 PENDING_LABEL: Final = "plabel:"
 LEARNED: Final = "learned:"
+#: a parked label that ``commit_batch`` took, kept (claim TTL) so a replayed batch can send it
+#: back again if the first batch's outputs never became visible
+TAKEN_LABEL: Final = "tlabel:"
 LEARNED_VALUE: Final = b"1"
 
 #: what :meth:`~features.store.FeatureStore.join_labels` did with a label

@@ -35,6 +35,7 @@ from features.store.base import (
     REDELIVERED,
     SEEN,
     SNAPSHOT,
+    TAKEN_LABEL,
     BatchRead,
     State,
     check_ttl,
@@ -73,6 +74,10 @@ class MemoryFeatureStore:
     async def put_snapshots(self, snaps: Mapping[str, bytes], ttl_s: int) -> None:
         self._set_many(SNAPSHOT, snaps, ttl_s)
 
+    async def taken_labels(self, event_ids: Sequence[str]) -> list[bytes | None]:
+        now = self._clock()
+        return [self._get(TAKEN_LABEL + e, now) for e in event_ids]
+
     async def get_snapshots(self, event_ids: Sequence[str]) -> list[bytes | None]:
         now = self._clock()
         return [self._get(SNAPSHOT + i, now) for i in event_ids]
@@ -108,6 +113,7 @@ class MemoryFeatureStore:
             if label is not None and (not mark_learned or self._set_nx(
                     LEARNED + event_id, learned_until, now)):
                 early[event_id] = label
+                self._set_many(TAKEN_LABEL, {event_id: label}, claim_ttl_s)
         return early
 
     async def join_labels(

@@ -80,6 +80,12 @@ class FeatureStore(Protocol):
         """Scoring snapshots by event id, ``None`` for a miss."""
         ...
 
+    async def taken_labels(self, event_ids: Sequence[str]) -> list[bytes | None]:
+        """The parked labels that :meth:`commit_batch` took for these events (kept for the
+        claim TTL), ``None`` for none: a replayed batch sends them back again, because the
+        first attempt's outputs may never have become visible."""
+        ...
+
     async def begin_batch(self, entity_ids: Sequence[str], event_ids: Sequence[str]) -> BatchRead:
         """Read entity states and event claims; writes nothing, so it is safe to repeat."""
         ...

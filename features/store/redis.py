@@ -47,6 +47,7 @@ from features.store.base import (
     REDELIVERED,
     SEEN,
     SNAPSHOT,
+    TAKEN_LABEL,
     BatchRead,
     State,
     check_ttl,
@@ -68,7 +69,8 @@ _KEEPALIVE: Final = (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT",
                      ("TCP_USER_TIMEOUT", 25_000))
 
 # KEYS: the keys to write (entities, claims, snapshots: as many as ARGV values), then nl label
-# keys and (when marking) nl learned keys, for the last nl keys written (the snapshots).
+# keys, (when marking) nl learned keys, and nl taken-label keys, for the last nl keys written
+# (the snapshots). A label taken is kept under its taken-label key for the claim ttl.
 # ARGV: n entities, n claims, entity ttl, claim ttl, snapshot ttl, mark (1/0), one value per
 # key written. Returns {i1, label1, i2, label2, ...}, i the 1-based index among the nl, for
 # labels taken.
@@ -76,7 +78,8 @@ _COMMIT = """
 local ne, nc, mark = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[6] == '1'
 local nw = #ARGV - 6
 local nl = #KEYS - nw
-if mark then nl = nl / 2 end
+if mark then nl = nl / 3 else nl = nl / 2 end
+local taken = #KEYS - nl
 for i = 1, nw do
   local ttl = ARGV[5]
   if i <= ne then ttl = ARGV[3] elseif i <= ne + nc then ttl = ARGV[4] end
@@ -87,6 +90,7 @@ for i = 1, nl do
   local label = redis.call('GETDEL', KEYS[nw + i])
   if label and (not mark or redis.call('SET', KEYS[nw + nl + i], '1', 'NX', 'EX', ARGV[4])) then
     out[#out + 1] = i; out[#out + 1] = label
+    redis.call('SET', KEYS[taken + i], label, 'EX', ARGV[4])
   end
 end
 return out
@@ -172,6 +176,11 @@ class RedisFeatureStore:
     async def put_snapshots(self, snaps: Mapping[str, bytes], ttl_s: int) -> None:
         await self._write({}, {}, snaps, (ttl_s, ttl_s, ttl_s), labels=None)
 
+    async def taken_labels(self, event_ids: Sequence[str]) -> list[bytes | None]:
+        if not event_ids:
+            return []
+        return list(await self._call(self._r.mget(self._keys(TAKEN_LABEL, event_ids))))
+
     async def get_snapshots(self, event_ids: Sequence[str]) -> list[bytes | None]:
         if not event_ids:
             return []
@@ -250,6 +259,8 @@ class RedisFeatureStore:
             keys += self._keys(PENDING_LABEL, snap_ids)
         if labels:
             keys += self._keys(LEARNED, snap_ids)
+        if labels is not None:
+            keys += self._keys(TAKEN_LABEL, snap_ids)
         args += [encode_state(s) for s in states.values()]
         args += claims.values()
         args += snapshots.values()

@@ -281,9 +281,17 @@ class Engine:
         return snapshots, claims, observed, scored
 
     async def _replay_predictions(self, batch: list[tuple[Record, Event]]) -> list[Output]:
-        """Re-emit the predictions of records processed before a crash (same position)."""
-        snaps = await self.store.get_snapshots([ev.event_id for _, ev in batch])
+        """Re-emit the predictions of records processed before a crash (same position), and
+        the labels their first attempt took from the store to send back: that attempt's
+        outputs may never have become visible (an aborted transaction, a crash before the
+        send). A label that did arrive twice is learned once (its event's "learned" mark)."""
+        ids = [ev.event_id for _, ev in batch]
+        snaps = await self.store.get_snapshots(ids)
         out: list[Output] = []
+        for event_id, raw_label in zip(ids, await self.store.taken_labels(ids), strict=True):
+            if raw_label is not None:
+                out.append((self._t_labels, event_id.encode(), raw_label))
+                self.metrics.labels_forwarded += 1
         for (_, ev), snap in zip(batch, snaps, strict=True):
             self.metrics.redelivered += 1
             if snap is None:  # expired: nothing to re-emit; the original was sent long ago
