@@ -1,0 +1,71 @@
+"""Faults with two workers: one killed with -9, and one frozen past its session timeout (a
+zombie) that then wakes up. Exactly once holds in both.
+
+The zombie is the case transactions by partition exist for: while it is stopped, the other
+worker takes its partitions and starts their transactional producers, which fences it; when
+it resumes mid-batch, its transaction fails with ``ProducerFenced`` and its batch is dropped
+unseen (the other worker replays it from the committed offset).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+from pathlib import Path
+
+import pytest
+
+from stream_app.kafka_io import ensure_topics
+from tests.conftest import WorkerProcess, make_settings
+from tests.faults.checker import read
+from tests.faults.test_kill9 import _ids, _predicted, _publish
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+async def _flowing(settings, more: int = 200, timeout_s: float = 60.0) -> None:
+    """Until ``more`` new event ids have a prediction."""
+    n = len(_ids(await _predicted(settings)))
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while len(_ids(await _predicted(settings))) < n + more:
+        assert asyncio.get_running_loop().time() < deadline, "no progress"
+        await asyncio.sleep(0.2)
+
+
+@pytest.mark.parametrize("fault", ["kill", "zombie"])
+async def test_two_workers_one_killed_or_frozen(_service_urls, tmp_path: Path, fault: str
+                                                ) -> None:
+    kafka, redis, embedded = _service_urls
+    if embedded:
+        pytest.skip("the embedded broker has no transactions (at least once there)")
+    guarantee = os.environ.get("FAULTS_GUARANTEE", "exactly_once")
+    settings = make_settings(kafka, redis, embedded, tmp_path, processing_guarantee=guarantee)
+    await ensure_topics(settings)
+    a = WorkerProcess(settings, tmp_path / "a.log")
+    b = None
+    publisher = asyncio.ensure_future(_publish(settings, n=9000, rate=300.0, prefix=fault))
+    try:
+        await _flowing(settings)
+        b = WorkerProcess(settings, tmp_path / "b.log")
+        await asyncio.sleep(12)  # b joins: the partitions are split between a and b
+        await _flowing(settings)
+        await asyncio.sleep(random.Random(3).uniform(0.1, 0.5))
+        if fault == "kill":
+            a.kill()
+        else:
+            a.proc.send_signal(signal.SIGSTOP)  # past the 10 s session timeout: b takes over
+            await asyncio.sleep(15)
+            a.proc.send_signal(signal.SIGCONT)  # wakes up mid-batch, a zombie
+        ids = await publisher
+        report = await read(settings, set(ids), timeout_s=180.0)
+    finally:
+        publisher.cancel()
+        if fault == "zombie":
+            a.proc.send_signal(signal.SIGCONT)
+        codes = [w.stop() for w in (a, b) if w is not None and w.alive()]
+    assert not report.missing, report.summary()
+    assert not report.duplicates, report.summary()
+    assert not report.unexpected, report.summary()
+    assert all(c == 0 for c in codes), codes
