@@ -29,7 +29,7 @@ from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 
 from stream_app import contract
-from stream_app.batching import BatchConsumer
+from stream_app.batching import Batch, BatchConsumer
 from stream_app.errors import ServiceError
 from stream_app.kafka_io import ensure_topics, make_consumer
 from stream_app.lifecycle import ModelKeeper, require_key
@@ -323,6 +323,8 @@ def _register_batch_agent(
             else:
                 await _retrying(f"{name}: sending {len(outs)} records",
                                 lambda o=outs: send_all(o), app)
+                if isinstance(batch, Batch):
+                    batch.done()  # delivered: its offsets may commit now
 
     agent.__name__ = agent.__qualname__ = name
     return app.agent(source, name=f"{settings.app_id}.{name}", concurrency=1)(agent)

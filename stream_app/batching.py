@@ -11,9 +11,9 @@ flow control during rebalances, the web server.
 What a batch must keep (see ``shared/notes/faust-internals.md``):
 
 * **Commit only what was delivered and processed.** Each delivered batch records, per partition,
-  a :class:`Span` ``[first, last]``. The stream acks the batch message after the agent's loop
-  body finished (outputs delivered); :meth:`BatchConsumer._new_offset` then commits, per
-  partition, the end of the longest prefix of acked spans. Offsets between spans (transaction
+  a :class:`Span` ``[first, last]``. The agent marks its :class:`Batch` done once the outputs
+  are delivered; :meth:`BatchConsumer._new_offset` then commits, per partition, the end of the
+  longest prefix of done spans. Offsets between spans (transaction
   markers, compaction) are covered because a span's commit point is ``last + 1``.
 * **Rebalance safety.** Spans of revoked partitions are dropped with Faust's own offset state, so
   a batch acked after its partition moved commits nothing (its records come again elsewhere and
@@ -50,7 +50,7 @@ from mode.utils.futures import notify
 
 from stream_app.pipeline.records import Record
 
-__all__ = ["BatchConsumer", "BatchMessage", "Span"]
+__all__ = ["Batch", "BatchConsumer", "BatchMessage", "Span"]
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +64,36 @@ class Span:
     done: bool = False
 
 
+class Batch(list[Record]):
+    """What the agent receives: the records, and :meth:`done` to say they are handled.
+
+    The agent calls :meth:`done` once the batch's outputs are delivered; only then may its
+    offsets commit. (Faust's stream acks the message too, but its Cython iterator inlines
+    ``Consumer.ack`` and never reaches :meth:`BatchConsumer.ack`: relying on the ack alone
+    committed nothing.)
+    """
+
+    __slots__ = ("spans",)
+
+    def __init__(self, records: list[Record], spans: dict[TP, Span]) -> None:
+        super().__init__(records)
+        self.spans = spans
+
+    def done(self) -> None:
+        for span in self.spans.values():
+            span.done = True
+
+
 class BatchMessage(ConsumerMessage):
-    """A Faust message whose value is a list of :class:`Record`, with a span per partition."""
+    """A Faust message whose value is a :class:`Batch` of records, with a span per partition."""
 
     spans: dict[TP, Span]
 
     @classmethod
     def of(cls, tp: TP, records: list[Record], spans: dict[TP, Span], generation_id: int,
            timestamp: float) -> BatchMessage:
-        msg = cls(tp.topic, tp.partition, records[-1].offset, timestamp, 0, None, None, records,
-                  None, 0, 0, tp, generation_id=generation_id)
+        msg = cls(tp.topic, tp.partition, records[-1].offset, timestamp, 0, None, None,
+                  Batch(records, spans), None, 0, 0, tp, generation_id=generation_id)
         msg.spans = spans
         return msg
 
@@ -165,6 +185,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 and (topics is None or tp in topics or tp.topic in topics))
 
     def _new_offset(self, tp: TP) -> int | None:
+        # Faust's Cython stream iterator records its acks here itself: never read, keep small
+        self._acked.pop(tp, None)
+        self._acked_index.pop(tp, None)
         spans = self._spans.get(tp)
         offset = None
         while spans and spans[0].done:

@@ -53,7 +53,9 @@ class Report:
     def summary(self) -> str:
         return (f"expected {len(self.expected)}, predicted {len(self.predictions)}, "
                 f"dead letters {sum(self.dead_letters.values())}, missing {len(self.missing)}, "
-                f"duplicates {len(self.duplicates)}, unexpected {len(self.unexpected)}")
+                f"duplicates {len(self.duplicates)} (copies: "
+                f"{dict(sorted(Counter(self.duplicates.values()).items()))}), unexpected "
+                f"{len(self.unexpected)}")
 
 
 def _carried_id(dead: dict[str, Any]) -> str | None:

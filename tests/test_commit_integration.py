@@ -1,0 +1,67 @@
+"""A worker commits the offsets of what it delivered, in both guarantees.
+
+(At least once used to commit nothing at all: Faust's Cython stream iterator acks a message
+without calling the consumer's ``ack``, so the batch spans never became committable, and every
+restart replayed the topics from the start.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from aiokafka import TopicPartition
+
+from stream_app import contract
+from stream_app.kafka_io import ensure_topics, make_admin
+from tests.conftest import WorkerProcess, make_settings
+from tests.kafka_helpers import collect, event, label, produce
+
+pytestmark = [pytest.mark.integration]
+
+
+async def _committed(settings) -> dict[tuple[str, int], int]:
+    admin = make_admin(settings)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(settings.app_id)
+    finally:
+        await admin.close()
+    return {(tp.topic, tp.partition): m.offset for tp, m in offsets.items() if m.offset >= 0}
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+async def test_the_offsets_of_delivered_batches_are_committed(_service_urls, tmp_path: Path,
+                                                              guarantee: str) -> None:
+    kafka, redis, embedded = _service_urls
+    if embedded and guarantee == "exactly_once":
+        pytest.skip("the embedded broker has no transactions")
+    settings = make_settings(kafka, redis, embedded, tmp_path, processing_guarantee=guarantee,
+                             partitions=2)
+    await ensure_topics(settings)
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    try:
+        placed = await produce(settings, contract.EVENTS,
+                               [(f"k{i % 5}".encode(), event(f"c{i}", f"k{i % 5}", v=i))
+                                for i in range(300)])
+        placed_labels = await produce(settings, contract.LABELS,
+                                      [(f"c{i}".encode(), label(f"c{i}", i % 2 == 0))
+                                       for i in range(300)])
+        await collect(settings, contract.PREDICTIONS, until=lambda rs: len(rs) >= 300)
+        ends = {(settings.topic(contract.EVENTS), p): o + 1 for p, o in placed}
+        ends[(settings.topic(contract.LABELS), 0)] = max(o for _, o in placed_labels) + 1
+        expected = {}
+        for key, end in ends.items():
+            expected[key] = max(end, expected.get(key, 0))
+        deadline = time.monotonic() + 30
+        committed: dict[tuple[str, int], int] = {}
+        while time.monotonic() < deadline:
+            committed = await _committed(settings)
+            if all(committed.get(k, -1) >= v for k, v in expected.items()):
+                break
+            await asyncio.sleep(0.5)
+    finally:
+        worker.stop()
+    assert {k: committed.get(k) for k in expected} == expected
