@@ -4,7 +4,7 @@ What a consumer with ``isolation_level="read_committed"`` sees is what counts (a
 transactions are invisible to it). The rules:
 
 * every expected ``event_id`` has an outcome: a prediction, or a dead letter whose payload
-  carries that id;
+  carries that id (``poisoned`` ids must have the dead letter, not a prediction);
 * no ``event_id`` has two predictions, and no source position (topic, partition, offset) has
   two dead letters;
 * nothing comes out for an id nobody sent.
@@ -13,6 +13,8 @@ transactions are invisible to it). The rules:
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,30 +48,59 @@ class Report:
     def unexpected(self) -> set[str]:
         return (set(self.predictions) | self.dead_ids) - self.expected
 
+    poisoned: set[str] = field(default_factory=set)
+
+    @property
+    def misrouted(self) -> set[str]:
+        """Poisoned ids that were predicted, or not dead-lettered."""
+        return (self.poisoned & set(self.predictions)) | (self.poisoned - self.dead_ids)
+
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.duplicates or self.unexpected)
+        return not (self.missing or self.duplicates or self.unexpected or self.misrouted)
+
+    def record(self, scenario: str, **extra: Any) -> None:
+        """Append this report's figures to ``$FAULTS_REPORT`` (JSON lines), when it is set:
+        ``bench/chaos.py`` turns them into a table."""
+        path = os.environ.get("FAULTS_REPORT")
+        if not path:
+            return
+        line = {"scenario": scenario, "expected": len(self.expected),
+                "predicted": len(self.predictions),
+                "dead_letters": sum(self.dead_letters.values()),
+                "missing": len(self.missing), "duplicates": len(self.duplicates),
+                "unexpected": len(self.unexpected), "misrouted": len(self.misrouted),
+                "ok": self.ok, **extra}
+        with open(path, "ab") as fh:
+            fh.write(orjson.dumps(line) + b"\n")
 
     def summary(self) -> str:
         return (f"expected {len(self.expected)}, predicted {len(self.predictions)}, "
                 f"dead letters {sum(self.dead_letters.values())}, missing {len(self.missing)}, "
                 f"duplicates {len(self.duplicates)} (copies: "
                 f"{dict(sorted(Counter(self.duplicates.values()).items()))}), unexpected "
-                f"{len(self.unexpected)}")
+                f"{len(self.unexpected)}, poisoned {len(self.poisoned)} (misrouted "
+                f"{len(self.misrouted)})")
+
+
+_EVENT_ID = re.compile(r'"event_id":\s*"([^"]+)"')
 
 
 def _carried_id(dead: dict[str, Any]) -> str | None:
+    """The event id a dead letter's payload names (also when the payload is not valid JSON)."""
+    text = dead.get("payload") or ""
     try:
-        payload = orjson.loads(dead.get("payload") or "null")
+        payload = orjson.loads(text)
+        if isinstance(payload, dict) and isinstance(payload.get("event_id"), str):
+            return payload["event_id"]
     except orjson.JSONDecodeError:
-        return None
-    if isinstance(payload, dict) and isinstance(payload.get("event_id"), str):
-        return payload["event_id"]
-    return None
+        pass
+    found = _EVENT_ID.search(text[:4096])
+    return found[1] if found else None
 
 
-async def read(settings: Settings, expected: set[str], *, timeout_s: float = 120.0,
-               settle_s: float = 3.0) -> Report:
+async def read(settings: Settings, expected: set[str], *, poisoned: set[str] = frozenset(),
+               timeout_s: float = 120.0, settle_s: float = 3.0) -> Report:
     """Wait until every expected id has an outcome (or ``timeout_s``), let ``settle_s`` pass
     for anything late (a duplicate), then read everything again and report."""
 
@@ -81,7 +112,7 @@ async def read(settings: Settings, expected: set[str], *, timeout_s: float = 120
     dead_ids = {i for r in dead if (i := _carried_id(orjson.loads(r.value))) is not None}
     await collect(settings, contract.PREDICTIONS, until=has_all, timeout_s=timeout_s)
     await asyncio.sleep(settle_s)
-    report = Report(expected=set(expected))
+    report = Report(expected=set(expected), poisoned=set(poisoned))
     for r in await collect(settings, contract.PREDICTIONS, until=lambda rs: False,
                            timeout_s=settle_s):
         report.predictions[orjson.loads(r.value)["event_id"]] += 1

@@ -20,18 +20,9 @@ import pytest
 from stream_app.kafka_io import ensure_topics
 from tests.conftest import WorkerProcess, make_settings
 from tests.faults.checker import read
-from tests.faults.test_kill9 import _ids, _predicted, _publish
+from tests.faults.harness import progress, publish
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-async def _flowing(settings, more: int = 200, timeout_s: float = 60.0) -> None:
-    """Until ``more`` new event ids have a prediction."""
-    n = len(_ids(await _predicted(settings)))
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while len(_ids(await _predicted(settings))) < n + more:
-        assert asyncio.get_running_loop().time() < deadline, "no progress"
-        await asyncio.sleep(0.2)
 
 
 @pytest.mark.parametrize("fault", ["kill", "zombie"])
@@ -45,12 +36,12 @@ async def test_two_workers_one_killed_or_frozen(_service_urls, tmp_path: Path, f
     await ensure_topics(settings)
     a = WorkerProcess(settings, tmp_path / "a.log")
     b = None
-    publisher = asyncio.ensure_future(_publish(settings, n=9000, rate=300.0, prefix=fault))
+    publisher = asyncio.ensure_future(publish(settings, n=9000, rate=300.0, prefix=fault))
     try:
-        await _flowing(settings)
+        await progress(settings)
         b = WorkerProcess(settings, tmp_path / "b.log")
         await asyncio.sleep(12)  # b joins: the partitions are split between a and b
-        await _flowing(settings)
+        await progress(settings)
         await asyncio.sleep(random.Random(3).uniform(0.1, 0.5))
         if fault == "kill":
             a.kill()
@@ -58,8 +49,9 @@ async def test_two_workers_one_killed_or_frozen(_service_urls, tmp_path: Path, f
             a.proc.send_signal(signal.SIGSTOP)  # past the 10 s session timeout: b takes over
             await asyncio.sleep(15)
             a.proc.send_signal(signal.SIGCONT)  # wakes up mid-batch, a zombie
-        ids = await publisher
-        report = await read(settings, set(ids), timeout_s=180.0)
+        good, _ = await publisher
+        report = await read(settings, good, timeout_s=180.0)
+        report.record(f"two workers, {fault}", guarantee=guarantee, kills=1)
     finally:
         publisher.cancel()
         if fault == "zombie":
