@@ -74,7 +74,10 @@ class DriftSettings(_Frozen):
     check_every: int = Field(default=250, ge=1)
     reference: Literal["fixed", "sliding"] = "fixed"
     alpha: float = Field(default=0.01, gt=0, lt=1)
-    correction: Literal["bh", "bonferroni"] = "bh"
+    #: multiple testing across the subjects of one check: ``holm`` bounds the chance of any
+    #: false episode per check at ``alpha``, even while other subjects are in drift (``bh``
+    #: relaxes the others once one is rejected; see ``models.drift.multitest``)
+    correction: Literal["holm", "bh", "bonferroni"] = "holm"
     recovery_checks: int = Field(default=3, ge=1)
     #: an episode opens at this many consecutive checks below alpha (consecutive checks share
     #: the reference, so one unlucky reference fails several checks: 2 cuts false episodes ~3x)

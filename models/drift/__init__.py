@@ -4,7 +4,7 @@
 - ``models.drift.chi2``: ``chi2_test`` (scipy's ``chi2_contingency``, no correction)
 - ``models.drift.windows``: ``TwoWindows``, the reference/current numpy buffers (fixed, sliding)
 - ``models.drift.subjects``: ``KSWindow`` and ``ChiSquareWindow``, one monitored subject each
-- ``models.drift.multitest``: ``adjust_pvalues`` (Benjamini-Hochberg, Bonferroni)
+- ``models.drift.multitest``: ``adjust_pvalues`` (Holm, Benjamini-Hochberg, Bonferroni)
 - ``models.drift.episodes``: ``Hysteresis``, open/close of a subject's drift episode
 - ``models.drift.monitor``: ``DriftMonitor`` over many subjects, ``DriftEvent``, ``SubjectSummary``
 - ``models.drift.detector``: ``KSDetector``, River's ``update`` / ``drift_detected``

@@ -8,9 +8,11 @@ number is skipped for that subject only.
 Per event, ``update`` only copies the subject values out of the mapping (one C-level
 ``itemgetter`` call) into a pending list. Every ``check_every`` events ``check`` moves the
 pending values into each subject's numpy buffers in one vectorised step, tests every subject
-whose windows are full, adjusts the p-values across those subjects (Benjamini-Hochberg by
-default, or Bonferroni), and feeds each adjusted p-value to the subject's ``Hysteresis``. It
-returns a ``DriftEvent`` for each episode that opened or closed at this check.
+whose windows are full, adjusts the p-values across those subjects (Holm by default, which
+bounds the chance of any false rejection at each check even while other subjects are in drift;
+or Benjamini-Hochberg, or Bonferroni: see ``models.drift.multitest``), and feeds each adjusted
+p-value to the subject's ``Hysteresis``. It returns a ``DriftEvent`` for each episode that
+opened or closed at this check.
 
 An episode opens at ``confirm_checks`` (2) consecutive checks below ``alpha``, and closes after
 ``recovery_checks`` (3) consecutive checks at or above it. Only subjects with full windows are
@@ -59,7 +61,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.drift.episodes import Hysteresis, Transition
-from models.drift.multitest import Correction, adjust_pvalues
+from models.drift.multitest import CORRECTIONS, Correction, adjust_pvalues
 from models.drift.subjects import ChiSquareWindow, KSWindow
 from models.drift.windows import Policy
 
@@ -117,14 +119,14 @@ class DriftMonitor:
 
     def __init__(self, numeric: Sequence[str] = (), categorical: Sequence[str] = (),
                  prediction: str | None = None, *, window: int = 1000, check_every: int = 250,
-                 reference: Policy = "fixed", alpha: float = 0.01, correction: Correction = "bh",
+                 reference: Policy = "fixed", alpha: float = 0.01, correction: Correction = "holm",
                  recovery_checks: int = 3, confirm_checks: int = 2, relearn_on_close: bool = True,
                  max_categories: int = 1000) -> None:
         names = [*numeric, *categorical, *([prediction] if prediction is not None else [])]
         if len(set(names)) != len(names):
             raise ValueError("subject names must be unique")
-        if correction not in ("bh", "bonferroni"):
-            raise ValueError(f"correction must be 'bh' or 'bonferroni', got {correction!r}")
+        if correction not in CORRECTIONS:
+            raise ValueError(f"correction must be one of {CORRECTIONS}, got {correction!r}")
         if check_every < 1:
             raise ValueError("check_every must be >= 1")
         self.check_every, self.alpha, self.correction = check_every, alpha, correction
