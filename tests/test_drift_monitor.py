@@ -138,6 +138,26 @@ def test_missing_values_timestamps_and_parity_with_scipy() -> None:
     assert by_name["c"].p_value == 1.0 and by_name["c"].in_drift is False
 
 
+def test_window_time_spans_are_the_earliest_and_latest_event_times() -> None:
+    """Four partitions consumed unevenly: partition 3 arrives 1,500 s behind the others, so the
+    last arrival of the current window is an old event (t = 3999). The window holds events up
+    to t = 5498, after a shift at t = 5000, and must say so; its earliest is partition 3's."""
+    mon = DriftMonitor(numeric=["a"], window=1000, check_every=250)
+    for i in range(4000):
+        t = float(i if i % 4 == 3 else i + 1500)
+        mon.update({"a": 1.0 if t >= 5000 else 0.0}, timestamp=t)
+    (s,) = mon.summary()
+    assert (s.reference_first_ts, s.reference_last_ts) == (3.0, 2498.0)  # arrivals 0..999
+    assert (s.current_first_ts, s.current_last_ts) == (3003.0, 5498.0)  # arrivals 3000..3999
+    # a None timestamp is unknown, not the earliest; a window of unknown times has no span
+    mon = DriftMonitor(numeric=["a"], window=4, check_every=4)
+    for i, t in enumerate([None, 5.0, None, 2.0, None, None, None, None]):
+        mon.update({"a": float(i)}, timestamp=t)
+    (s,) = mon.summary()
+    assert (s.reference_first_ts, s.reference_last_ts) == (2.0, 5.0)
+    assert (s.current_first_ts, s.current_last_ts) == (None, None)
+
+
 def test_summary_before_any_check_and_reset() -> None:
     mon = DriftMonitor(numeric=["a"], window=10, check_every=5)
     for v in range(12):

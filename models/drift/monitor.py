@@ -32,8 +32,11 @@ at alpha 0.01, for one check interval more of delay.
 Positions (``index``, ``since``) are 0-based positions in the stream of ``update`` calls, as
 in River's ``for i, x in enumerate(stream)``: a check runs on the event at index
 ``check_every * c - 1``. The mapping passed to ``update`` is read immediately and not kept.
-Timestamps are float seconds (any epoch); ``summary()`` and ``reset()`` first move pending
-values into the windows, without testing.
+Timestamps are float seconds (any epoch), the event times given to ``update``. A window's time
+span in ``summary()`` is the earliest and the latest event time among the values it holds, not
+the times of its first and last arrivals: events from partitions consumed unevenly arrive out
+of time order, and a window that holds events from after a shift must say so. ``summary()`` and
+``reset()`` first move pending values into the windows, without testing.
 
 >>> rng = np.random.default_rng(3)
 >>> mon = DriftMonitor(numeric=["amount"], categorical=["country"], prediction="score",
@@ -99,8 +102,8 @@ class SubjectSummary:
     since: int | None
     reference_size: int
     current_size: int
-    reference_first_ts: float | None
-    reference_last_ts: float | None
+    reference_first_ts: float | None  # the earliest event time in the reference window
+    reference_last_ts: float | None  # the latest event time in it (None: no known time)
     current_first_ts: float | None
     current_last_ts: float | None
 
@@ -282,7 +285,8 @@ def _to_float(v: Any) -> float:
 
 
 def _span(times: npt.NDArray[np.float64]) -> tuple[float | None, float | None]:
-    if len(times) == 0:
+    """The earliest and latest known event time (NaN: unknown, skipped), or None."""
+    known = times[~np.isnan(times)]
+    if len(known) == 0:
         return None, None
-    first, last = float(times[0]), float(times[-1])
-    return (None if math.isnan(first) else first), (None if math.isnan(last) else last)
+    return float(known.min()), float(known.max())
