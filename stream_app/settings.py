@@ -22,19 +22,19 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from features.spec import AggregateSettings, FeatureSettings
 from models.spec import ModelSettings, StepSettings
 from stream_app.errors import ConfigError
 
 #: the domain schemas live beside their domain; settings composes them
-__all__ = ["AggregateSettings", "DriftSettings", "FeatureSettings", "ModelSettings", "Settings",
-           "StepSettings", "load_settings"]
+__all__ = ["AggregateSettings", "DriftSettings", "FeatureSettings", "ModelSettings",
+           "PerformanceSettings", "Settings", "StepSettings", "load_settings"]
 
 
 class _Frozen(BaseModel):
@@ -54,9 +54,20 @@ class RetrainSettings(_Frozen):
     cooldown_s: float = Field(default=600.0, ge=0)
 
 
+class PerformanceSettings(_Frozen):
+    """Performance drift: ADWIN on the prequential 0/1 loss of the label stream.
+
+    ``drift.performance = false`` (``STREAM_DRIFT__PERFORMANCE=false``), the switch from before
+    this was a section, still means ``enabled = false``.
+    """
+
+    enabled: bool = True
+
+
 class DriftSettings(_Frozen):
     """Windowed drift checks (see ``models.drift``)."""
 
+    #: off: no drift at all (features, prediction, performance) and so no retrain signals
     enabled: bool = True
     #: numeric subjects (event features or derived inputs); empty: every numeric event feature
     #: seen in the first valid event
@@ -69,7 +80,8 @@ class DriftSettings(_Frozen):
     #: the score distribution of a model learning from scratch moves by design: start
     #: monitoring it once the model has learned this many examples (default: one window)
     prediction_warmup: int | None = Field(default=None, ge=0)
-    performance: bool = True
+    #: ``[drift.performance]``; a bare ``true`` / ``false`` is its ``enabled`` (the old switch)
+    performance: Annotated[PerformanceSettings, NoDecode] = PerformanceSettings()
     window: int = Field(default=1000, ge=10)
     check_every: int = Field(default=250, ge=1)
     reference: Literal["fixed", "sliding"] = "fixed"
@@ -88,6 +100,18 @@ class DriftSettings(_Frozen):
     #: how often every subject's state goes to the ``drift`` topic as one summary record
     summary_interval_s: float = Field(default=30.0, gt=0)
     retrain: RetrainSettings = RetrainSettings()
+
+    @field_validator("performance", mode="before")
+    @classmethod
+    def _performance_switch(cls, v: Any) -> Any:
+        """A bare switch (``performance = false``, the old flag; from the environment any of
+        pydantic's booleans, ``off``, ``0``...) is ``enabled``; JSON text is the section."""
+        if isinstance(v, str) and v.lstrip().startswith("{"):
+            try:
+                return orjson.loads(v)
+            except orjson.JSONDecodeError:
+                raise ValueError(f"not valid JSON: {v!r}") from None
+        return {"enabled": v} if isinstance(v, (bool, int, str)) else v
 
 
 class LifecycleSettings(_Frozen):

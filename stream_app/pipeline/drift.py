@@ -61,8 +61,9 @@ class DriftStage:
         self.model = model
         self.model_version = model_version
         self.monitor: DriftMonitor | None = None
+        #: ADWIN on the prequential loss (None: drift or performance drift switched off)
         self.performance = PerformanceDrift("zero_one", threshold=settings.model.threshold) \
-            if self.conf.performance else None
+            if self.conf.enabled and self.conf.performance.enabled else None
         self._t_drift = settings.topic(contract.DRIFT)
         self._t_retrain = settings.topic(contract.RETRAIN_SIGNALS)
         self._open: dict[str, str] = {}  # subject -> drift_id of its open episode
