@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from features.spec import AggregateSettings, FeatureSettings
@@ -34,7 +34,7 @@ from stream_app.errors import ConfigError
 
 #: the domain schemas live beside their domain; settings composes them
 __all__ = ["AggregateSettings", "DriftSettings", "FeatureSettings", "ModelSettings",
-           "PerformanceSettings", "Settings", "StepSettings", "load_settings"]
+           "PerformanceSettings", "Settings", "StepSettings", "WarmupSettings", "load_settings"]
 
 
 class _Frozen(BaseModel):
@@ -64,6 +64,18 @@ class PerformanceSettings(_Frozen):
     enabled: bool = True
 
 
+class WarmupSettings(_Frozen):
+    """When a model learning from scratch is warm: prediction and performance drift (ADWIN,
+    started afresh there) are tested from then on (``models.drift.warmup``)."""
+
+    #: the model has learned at least this many labels (default: one drift window)
+    min_learned: int | None = Field(default=None, ge=0)
+    #: and the rolling prequential 0/1 loss over the last drift window has not improved by more
+    #: than ``tolerance`` standard errors for this many labels (default: one drift window)
+    patience: int | None = Field(default=None, ge=1)
+    tolerance: float = Field(default=1.0, ge=0)
+
+
 class DriftSettings(_Frozen):
     """Windowed drift checks (see ``models.drift``)."""
 
@@ -77,9 +89,10 @@ class DriftSettings(_Frozen):
     #: most subjects picked automatically
     max_subjects: int = Field(default=50, ge=1)
     prediction: bool = True
-    #: the score distribution of a model learning from scratch moves by design: start
-    #: monitoring it once the model has learned this many examples (default: one window)
-    prediction_warmup: int | None = Field(default=None, ge=0)
+    #: prediction and performance drift wait until the model is warm (a model learning from
+    #: scratch moves its scores and its loss by design); ``prediction_warmup = N``, the older
+    #: setting, is ``warmup.min_learned = N``
+    warmup: WarmupSettings = WarmupSettings()
     #: ``[drift.performance]``; a bare ``true`` / ``false`` is its ``enabled`` (the old switch)
     performance: Annotated[PerformanceSettings, NoDecode] = PerformanceSettings()
     window: int = Field(default=1000, ge=10)
@@ -100,6 +113,19 @@ class DriftSettings(_Frozen):
     #: how often every subject's state goes to the ``drift`` topic as one summary record
     summary_interval_s: float = Field(default=30.0, gt=0)
     retrain: RetrainSettings = RetrainSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _prediction_warmup(cls, data: Any) -> Any:
+        """``prediction_warmup`` (before ``warmup``) is ``warmup.min_learned``."""
+        if isinstance(data, Mapping) and "prediction_warmup" in data:
+            data = dict(data)
+            old = data.pop("prediction_warmup")
+            warmup = data.get("warmup")
+            warmup = warmup.model_dump() if isinstance(warmup, WarmupSettings) else dict(warmup or {})
+            warmup.setdefault("min_learned", old)
+            data["warmup"] = warmup
+        return data
 
     @field_validator("performance", mode="before")
     @classmethod
