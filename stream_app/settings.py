@@ -93,6 +93,11 @@ class DriftSettings(_Frozen):
     #: scratch moves its scores and its loss by design); ``prediction_warmup = N``, the older
     #: setting, is ``warmup.min_learned = N``
     warmup: WarmupSettings = WarmupSettings()
+    #: the score's reference window: ``sliding`` (the window just before the current one) or
+    #: ``fixed`` (the first window after warm-up). A model that keeps learning moves its own
+    #: score distribution slowly (constant-rate SGD never settles); a fixed reference finds that
+    #: drift, a sliding one compares windows a window apart and still finds an abrupt change
+    prediction_reference: Literal["fixed", "sliding"] = "sliding"
     #: ``[drift.performance]``; a bare ``true`` / ``false`` is its ``enabled`` (the old switch)
     performance: Annotated[PerformanceSettings, NoDecode] = PerformanceSettings()
     window: int = Field(default=1000, ge=10)

@@ -109,6 +109,26 @@ def test_categorical_and_prediction_subjects() -> None:
         (3499, "country", "categorical", "open"), (4749, "score", "prediction", "open")]
 
 
+def test_the_score_can_slide_while_the_features_stay_fixed() -> None:
+    """A score whose spread grows slowly (as a model that keeps learning sharpens), then jumps
+    by one logit at 20,000. Against a fixed reference the slow spread opens an episode; against
+    a sliding one (windows a window apart) only the jump does, and the episode closes once the
+    reference has moved past it (no re-learning: that is for fixed references)."""
+    def events(policy: str) -> list[tuple[int, str, str]]:
+        rng = np.random.default_rng(4)
+        mon = DriftMonitor(numeric=["f"], prediction="score", prediction_reference=policy)
+        found: list[tuple[int, str, str]] = []
+        for i in range(24_000):
+            logit = rng.normal() * (1 + 0.5 * i / 20_000) + (1.0 if i >= 20_000 else 0.0)
+            found += [(e.index, e.subject, e.event) for e in mon.update(
+                {"f": rng.normal()}, score=float(1 / (1 + np.exp(-logit))))]
+        assert {s.subject: s.reference_first_ts for s in mon.summary()} == {
+            "f": None, "score": None}  # no timestamps given
+        return found
+    assert events("fixed") == [(11999, "score", "open")]
+    assert events("sliding") == [(20499, "score", "open"), (22499, "score", "close")]
+
+
 def test_missing_values_timestamps_and_parity_with_scipy() -> None:
     rng = np.random.default_rng(3)
     mon = DriftMonitor(numeric=["a", "b"], categorical=["c"], window=100, check_every=50)

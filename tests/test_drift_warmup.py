@@ -85,7 +85,7 @@ def _stage(**drift: object) -> DriftStage:
 
 
 def test_score_windows_and_adwin_start_at_the_warm_point() -> None:
-    stage = _stage(window=500, check_every=250)
+    stage = _stage(window=500, check_every=250, prediction_reference="fixed")
     _, adwin = _prequential(stage, n=2500)
     warm_at = stage.warmup.warm_at
     assert warm_at is not None and 1000 <= warm_at < 1500
@@ -111,7 +111,7 @@ def test_a_concept_change_after_warm_up_raises_performance_drift() -> None:
 
 
 def test_without_labels_the_score_waits_for_min_learned_events() -> None:
-    stage = _stage(window=50, check_every=25)
+    stage = _stage(window=50, check_every=25, prediction_reference="fixed")
     rng = random.Random(0)
     for i in range(300):
         v = rng.random()

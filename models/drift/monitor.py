@@ -3,7 +3,8 @@
 Subjects are numeric features (two-sample KS, ``KSWindow``), categorical features (chi-squared,
 ``ChiSquareWindow``) and optionally the model's score (``prediction``, KS). Each keeps its own
 reference and current windows of ``window`` valid values: a missing key, None or a non-finite
-number is skipped for that subject only.
+number is skipped for that subject only. The score can have a reference policy of its own
+(``prediction_reference``; default: ``reference``).
 
 Per event, ``update`` only copies the subject values out of the mapping (one C-level
 ``itemgetter`` call) into a pending list. Every ``check_every`` events ``check`` moves the
@@ -124,7 +125,8 @@ class DriftMonitor:
                  prediction: str | None = None, *, window: int = 1000, check_every: int = 250,
                  reference: Policy = "fixed", alpha: float = 0.01, correction: Correction = "holm",
                  recovery_checks: int = 3, confirm_checks: int = 2, relearn_on_close: bool = True,
-                 max_categories: int = 1000) -> None:
+                 max_categories: int = 1000, prediction_reference: Policy | None = None,
+                 ) -> None:
         names = [*numeric, *categorical, *([prediction] if prediction is not None else [])]
         if len(set(names)) != len(names):
             raise ValueError("subject names must be unique")
@@ -133,12 +135,12 @@ class DriftMonitor:
         if check_every < 1:
             raise ValueError("check_every must be >= 1")
         self.check_every, self.alpha, self.correction = check_every, alpha, correction
-        self.relearn_on_close = relearn_on_close and reference == "fixed"
+        self.relearn_on_close = relearn_on_close  # for the subjects with a fixed reference
 
         self._num_windows = [KSWindow(window, check_every, reference) for _ in numeric]
         self._cat_windows = [ChiSquareWindow(window, check_every, reference, max_categories)
                              for _ in categorical]
-        self._pred_window = (KSWindow(window, check_every, reference)
+        self._pred_window = (KSWindow(window, check_every, prediction_reference or reference)
                              if prediction is not None else None)
         kinds: list[tuple[str, SubjectKind, KSWindow | ChiSquareWindow]] = [
             *((n, "numeric", w) for n, w in zip(numeric, self._num_windows, strict=True)),
@@ -195,7 +197,8 @@ class DriftMonitor:
             if transition is None:
                 continue
             since = opened_at if transition == "close" and opened_at is not None else index
-            if transition == "close" and self.relearn_on_close:
+            if (transition == "close" and self.relearn_on_close
+                    and s.window.windows.policy == "fixed"):
                 s.window.reset()
             events.append(DriftEvent(s.name, s.kind, transition, index, self.n_checks, since,
                                      statistic, p, adj, timestamp))

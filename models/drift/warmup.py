@@ -27,7 +27,8 @@ left of the learning curve is below what a window can resolve.
 Why the 0/1 loss: it is the loss ADWIN watches, so at the warm point the curve ADWIN would cut
 is over. What the rule cannot see: a loss is flat at its minimum (second order in the distance
 to the best parameters) while the scores still move (first order), so a model can be warm by
-its loss while its score distribution still drifts slowly.
+its loss while its score distribution still drifts slowly. That is why the stage tests the
+score against a sliding reference by default (``drift.prediction_reference``).
 
 >>> import random
 >>> rng = random.Random(1)

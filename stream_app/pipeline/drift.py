@@ -15,7 +15,9 @@ windows start filling at the warm point; ADWIN is created there, fresh, so the l
 is never in its window. Only the worker that learns sees labels, so only it becomes warm: on
 scorers prediction drift stays off. A model that learns without labels (an anomaly detector)
 has no loss to watch and is warm once it has learned ``min_learned`` events
-(``observe_learns``). A new stage (a promoted model) warms up again.
+(``observe_learns``). A new stage (a promoted model) warms up again. The score is tested
+against a sliding reference by default (``drift.prediction_reference``): a model that keeps
+learning moves its own score distribution slowly, which a fixed reference would report.
 
 Scope: each worker monitors the events of the partitions it holds. Events are keyed by entity,
 so a worker's windows see a hash-partitioned share of the entities: a random sample of them.
@@ -197,7 +199,8 @@ class DriftStage:
             prediction=_PREDICTION if conf.prediction else None, window=conf.window,
             check_every=conf.check_every, reference=conf.reference, alpha=conf.alpha,
             correction=conf.correction, recovery_checks=conf.recovery_checks,
-            confirm_checks=conf.confirm_checks, relearn_on_close=conf.relearn_on_close)
+            confirm_checks=conf.confirm_checks, relearn_on_close=conf.relearn_on_close,
+            prediction_reference=conf.prediction_reference)
 
     def _episodes(self, events: list[DriftEvent]) -> list[Output]:
         assert self.monitor is not None
