@@ -23,20 +23,21 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from features.spec import AggregateSettings, FeatureSettings
 from models.spec import ModelSettings, StepSettings
 from stream_app.errors import ConfigError
 
 #: the domain schemas live beside their domain; settings composes them
-__all__ = ["AggregateSettings", "DriftSettings", "FeatureSettings", "ModelSettings", "Settings",
-           "StepSettings", "load_settings", "redact_url"]
+__all__ = ["AggregateSettings", "DriftSettings", "FeatureSettings", "ModelSettings",
+           "PerformanceSettings", "Settings", "StepSettings", "WarmupSettings", "load_settings",
+           "redact_url"]
 
 
 class _Frozen(BaseModel):
@@ -56,9 +57,32 @@ class RetrainSettings(_Frozen):
     cooldown_s: float = Field(default=600.0, ge=0)
 
 
+class PerformanceSettings(_Frozen):
+    """Performance drift: ADWIN on the prequential 0/1 loss of the label stream.
+
+    ``drift.performance = false`` (``STREAM_DRIFT__PERFORMANCE=false``), the switch from before
+    this was a section, still means ``enabled = false``.
+    """
+
+    enabled: bool = True
+
+
+class WarmupSettings(_Frozen):
+    """When a model learning from scratch is warm: prediction and performance drift (ADWIN,
+    started afresh there) are tested from then on (``models.drift.warmup``)."""
+
+    #: the model has learned at least this many labels (default: one drift window)
+    min_learned: int | None = Field(default=None, ge=0)
+    #: and the rolling prequential 0/1 loss over the last drift window has not improved by more
+    #: than ``tolerance`` standard errors for this many labels (default: one drift window)
+    patience: int | None = Field(default=None, ge=1)
+    tolerance: float = Field(default=1.0, ge=0)
+
+
 class DriftSettings(_Frozen):
     """Windowed drift checks (see ``models.drift``)."""
 
+    #: off: no drift at all (features, prediction, performance) and so no retrain signals
     enabled: bool = True
     #: numeric subjects (event features or derived inputs); empty: every numeric event feature
     #: seen in the first valid event
@@ -68,15 +92,25 @@ class DriftSettings(_Frozen):
     #: most subjects picked automatically
     max_subjects: int = Field(default=50, ge=1)
     prediction: bool = True
-    #: the score distribution of a model learning from scratch moves by design: start
-    #: monitoring it once the model has learned this many examples (default: one window)
-    prediction_warmup: int | None = Field(default=None, ge=0)
-    performance: bool = True
+    #: prediction and performance drift wait until the model is warm (a model learning from
+    #: scratch moves its scores and its loss by design); ``prediction_warmup = N``, the older
+    #: setting, is ``warmup.min_learned = N``
+    warmup: WarmupSettings = WarmupSettings()
+    #: the score's reference window: ``sliding`` (the window just before the current one) or
+    #: ``fixed`` (the first window after warm-up). A model that keeps learning moves its own
+    #: score distribution slowly (constant-rate SGD never settles); a fixed reference finds that
+    #: drift, a sliding one compares windows a window apart and still finds an abrupt change
+    prediction_reference: Literal["fixed", "sliding"] = "sliding"
+    #: ``[drift.performance]``; a bare ``true`` / ``false`` is its ``enabled`` (the old switch)
+    performance: Annotated[PerformanceSettings, NoDecode] = PerformanceSettings()
     window: int = Field(default=1000, ge=10)
     check_every: int = Field(default=250, ge=1)
     reference: Literal["fixed", "sliding"] = "fixed"
     alpha: float = Field(default=0.01, gt=0, lt=1)
-    correction: Literal["bh", "bonferroni"] = "bh"
+    #: multiple testing across the subjects of one check: ``holm`` bounds the chance of any
+    #: false episode per check at ``alpha``, even while other subjects are in drift (``bh``
+    #: relaxes the others once one is rejected; see ``models.drift.multitest``)
+    correction: Literal["holm", "bh", "bonferroni"] = "holm"
     recovery_checks: int = Field(default=3, ge=1)
     #: an episode opens at this many consecutive checks below alpha (consecutive checks share
     #: the reference, so one unlucky reference fails several checks: 2 cuts false episodes ~3x)
@@ -87,6 +121,31 @@ class DriftSettings(_Frozen):
     #: how often every subject's state goes to the ``drift`` topic as one summary record
     summary_interval_s: float = Field(default=30.0, gt=0)
     retrain: RetrainSettings = RetrainSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _prediction_warmup(cls, data: Any) -> Any:
+        """``prediction_warmup`` (before ``warmup``) is ``warmup.min_learned``."""
+        if isinstance(data, Mapping) and "prediction_warmup" in data:
+            data = dict(data)
+            old = data.pop("prediction_warmup")
+            warmup = data.get("warmup")
+            warmup = warmup.model_dump() if isinstance(warmup, WarmupSettings) else dict(warmup or {})
+            warmup.setdefault("min_learned", old)
+            data["warmup"] = warmup
+        return data
+
+    @field_validator("performance", mode="before")
+    @classmethod
+    def _performance_switch(cls, v: Any) -> Any:
+        """A bare switch (``performance = false``, the old flag; from the environment any of
+        pydantic's booleans, ``off``, ``0``...) is ``enabled``; JSON text is the section."""
+        if isinstance(v, str) and v.lstrip().startswith("{"):
+            try:
+                return orjson.loads(v)
+            except orjson.JSONDecodeError:
+                raise ValueError(f"not valid JSON: {v!r}") from None
+        return {"enabled": v} if isinstance(v, (bool, int, str)) else v
 
 
 class LifecycleSettings(_Frozen):

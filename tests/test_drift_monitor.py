@@ -109,6 +109,26 @@ def test_categorical_and_prediction_subjects() -> None:
         (3499, "country", "categorical", "open"), (4749, "score", "prediction", "open")]
 
 
+def test_the_score_can_slide_while_the_features_stay_fixed() -> None:
+    """A score whose spread grows slowly (as a model that keeps learning sharpens), then jumps
+    by one logit at 20,000. Against a fixed reference the slow spread opens an episode; against
+    a sliding one (windows a window apart) only the jump does, and the episode closes once the
+    reference has moved past it (no re-learning: that is for fixed references)."""
+    def events(policy: str) -> list[tuple[int, str, str]]:
+        rng = np.random.default_rng(4)
+        mon = DriftMonitor(numeric=["f"], prediction="score", prediction_reference=policy)
+        found: list[tuple[int, str, str]] = []
+        for i in range(24_000):
+            logit = rng.normal() * (1 + 0.5 * i / 20_000) + (1.0 if i >= 20_000 else 0.0)
+            found += [(e.index, e.subject, e.event) for e in mon.update(
+                {"f": rng.normal()}, score=float(1 / (1 + np.exp(-logit))))]
+        assert {s.subject: s.reference_first_ts for s in mon.summary()} == {
+            "f": None, "score": None}  # no timestamps given
+        return found
+    assert events("fixed") == [(11999, "score", "open")]
+    assert events("sliding") == [(20499, "score", "open"), (22499, "score", "close")]
+
+
 def test_missing_values_timestamps_and_parity_with_scipy() -> None:
     rng = np.random.default_rng(3)
     mon = DriftMonitor(numeric=["a", "b"], categorical=["c"], window=100, check_every=50)
@@ -138,6 +158,26 @@ def test_missing_values_timestamps_and_parity_with_scipy() -> None:
     assert by_name["c"].p_value == 1.0 and by_name["c"].in_drift is False
 
 
+def test_window_time_spans_are_the_earliest_and_latest_event_times() -> None:
+    """Four partitions consumed unevenly: partition 3 arrives 1,500 s behind the others, so the
+    last arrival of the current window is an old event (t = 3999). The window holds events up
+    to t = 5498, after a shift at t = 5000, and must say so; its earliest is partition 3's."""
+    mon = DriftMonitor(numeric=["a"], window=1000, check_every=250)
+    for i in range(4000):
+        t = float(i if i % 4 == 3 else i + 1500)
+        mon.update({"a": 1.0 if t >= 5000 else 0.0}, timestamp=t)
+    (s,) = mon.summary()
+    assert (s.reference_first_ts, s.reference_last_ts) == (3.0, 2498.0)  # arrivals 0..999
+    assert (s.current_first_ts, s.current_last_ts) == (3003.0, 5498.0)  # arrivals 3000..3999
+    # a None timestamp is unknown, not the earliest; a window of unknown times has no span
+    mon = DriftMonitor(numeric=["a"], window=4, check_every=4)
+    for i, t in enumerate([None, 5.0, None, 2.0, None, None, None, None]):
+        mon.update({"a": float(i)}, timestamp=t)
+    (s,) = mon.summary()
+    assert (s.reference_first_ts, s.reference_last_ts) == (2.0, 5.0)
+    assert (s.current_first_ts, s.current_last_ts) == (None, None)
+
+
 def test_summary_before_any_check_and_reset() -> None:
     mon = DriftMonitor(numeric=["a"], window=10, check_every=5)
     for v in range(12):
@@ -156,11 +196,36 @@ def test_bonferroni_and_unknown_names() -> None:
     with pytest.raises(ValueError):
         DriftMonitor(numeric=["a"], categorical=["a"])
     with pytest.raises(ValueError):
-        DriftMonitor(numeric=["a"], correction="holm")  # type: ignore[arg-type]
+        DriftMonitor(numeric=["a"], correction="hommel")  # type: ignore[arg-type]
     mon = DriftMonitor(numeric=NAMES, correction="bonferroni")
     events = run(mon, shifted(42, 3600, 3000))
     assert brief(events) == [(3499, "f07", "open", 3499)]
     assert events[0].adjusted_p_value == pytest.approx(events[0].p_value * 20, rel=1e-12)
+
+
+def _false_episodes(correction: str) -> list[tuple[int, int, str]]:
+    """10 seeds: f07 shifts by one sigma at 3000 and stays there (its episode stays open for
+    the 6,500 events after it opens); the episodes of the 19 other features, by seed."""
+    found = []
+    for seed in range(1, 11):
+        mon = DriftMonitor(numeric=NAMES, correction=correction)  # type: ignore[arg-type]
+        events = run(mon, shifted(seed, 10_000, 3000))
+        assert [(e.subject, e.event) for e in events if e.subject == "f07"] == [("f07", "open")]
+        found += [(seed, e.index, e.subject) for e in events if e.subject != "f07"]
+    return found
+
+
+def test_one_subject_in_drift_does_not_relax_the_others_holm() -> None:
+    """Holm (the default) tests the others at alpha / 19 while f07 is in drift: no false
+    episode on them in 10 seeds x 7,000 events after the shift (issue 10)."""
+    assert DriftMonitor(numeric=NAMES).correction == "holm"
+    assert _false_episodes("holm") == []
+
+
+def test_the_same_streams_under_bh_open_a_false_episode() -> None:
+    """Why Holm is the default: with f07's p-value tiny, BH lets the runner-up through at
+    2 alpha / 20 (f02's raw p 0.00072 becomes 0.0072 < 0.01; Holm makes it 0.0137)."""
+    assert _false_episodes("bh") == [(10, 9749, "f02")]
 
 
 def test_strings_in_a_numeric_subject_are_skipped() -> None:

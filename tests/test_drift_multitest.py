@@ -33,13 +33,54 @@ def test_bonferroni_by_hand() -> None:
     assert adjust_pvalues([0.001, 0.02, 0.5], "bonferroni") == pytest.approx([0.003, 0.06, 1.0])
 
 
+def test_holm_by_hand() -> None:
+    # sorted 0.005 0.01 0.03 0.04 (m = 4), p * (m - rank + 1): 0.02 0.03 0.06 0.04 -> running max
+    assert adjust_pvalues([0.01, 0.04, 0.03, 0.005], "holm") == pytest.approx(
+        [0.03, 0.06, 0.06, 0.02], rel=1e-12)
+    assert adjust_pvalues([0.02, 0.02, 0.9], "holm") == pytest.approx([0.06, 0.06, 0.9])
+    assert adjust_pvalues([0.6, 0.7], "holm") == [1.0, 1.0]
+    assert adjust_pvalues([], "holm") == []
+
+
+def test_holm_relaxes_nothing_when_one_subject_is_in_drift() -> None:
+    """One subject far in drift, the other 19 null: BH lets the runner-up through at 2 alpha / m,
+    Holm only at alpha / (m - 1)."""
+    p = [1e-30, 0.0008] + [0.5] * 18
+    assert adjust_pvalues(p, "bh")[1] == pytest.approx(0.008)  # < 0.01: a false discovery
+    assert adjust_pvalues(p, "holm")[1] == pytest.approx(0.0152)  # 0.0008 * 19: not rejected
+
+
+def _holm_step_down(p: list[float], alpha: float) -> list[bool]:
+    """Holm (1979) as written: reject in ascending order while p_(k) <= alpha / (m - k + 1)."""
+    order = sorted(range(len(p)), key=lambda i: p[i])
+    rejected = [False] * len(p)
+    for k, i in enumerate(order):
+        if p[i] > alpha / (len(p) - k):
+            break
+        rejected[i] = True
+    return rejected
+
+
+@settings(deadline=None)
+@given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=40), st.sampled_from([0.001, 0.01, 0.05]))
+def test_holm_adjusted_pvalues_decide_as_the_step_down_procedure(p: list[float],
+                                                                alpha: float) -> None:
+    adjusted = adjust_pvalues(p, "holm")
+    expected = _holm_step_down(p, alpha)
+    # the same decisions, except where a p-value sits on a boundary (rounding of p * k)
+    close = [abs(a - alpha) < 1e-12 for a in adjusted]
+    assert [a <= alpha or c for a, c in zip(adjusted, close, strict=True)] == [
+        e or c for e, c in zip(expected, close, strict=True)]
+    assert all(a >= b for a, b in zip(adjusted, adjust_pvalues(p, "bh"), strict=True))
+
+
 def test_invalid_input() -> None:
     with pytest.raises(ValueError):
         adjust_pvalues([0.1, float("nan")])
     with pytest.raises(ValueError):
         adjust_pvalues([1.5])
     with pytest.raises(ValueError):
-        adjust_pvalues([0.1], "holm")  # type: ignore[arg-type]
+        adjust_pvalues([0.1], "hommel")  # type: ignore[arg-type]
 
 
 @settings(deadline=None)

@@ -4,11 +4,12 @@
 - ``models.drift.chi2``: ``chi2_test`` (scipy's ``chi2_contingency``, no correction)
 - ``models.drift.windows``: ``TwoWindows``, the reference/current numpy buffers (fixed, sliding)
 - ``models.drift.subjects``: ``KSWindow`` and ``ChiSquareWindow``, one monitored subject each
-- ``models.drift.multitest``: ``adjust_pvalues`` (Benjamini-Hochberg, Bonferroni)
+- ``models.drift.multitest``: ``adjust_pvalues`` (Holm, Benjamini-Hochberg, Bonferroni)
 - ``models.drift.episodes``: ``Hysteresis``, open/close of a subject's drift episode
 - ``models.drift.monitor``: ``DriftMonitor`` over many subjects, ``DriftEvent``, ``SubjectSummary``
 - ``models.drift.detector``: ``KSDetector``, River's ``update`` / ``drift_detected``
 - ``models.drift.performance``: ``PerformanceDrift``, ADWIN on the prequential loss
+- ``models.drift.warmup``: ``WarmUp``, when a model learning from scratch can be monitored
 
 No I/O anywhere: the engine feeds values in and publishes the records that come out.
 """
@@ -23,6 +24,7 @@ from models.drift.monitor import DriftEvent, DriftMonitor, SubjectSummary
 from models.drift.multitest import adjust_pvalues
 from models.drift.performance import PerformanceChange, PerformanceDrift
 from models.drift.subjects import ChiSquareWindow, KSWindow
+from models.drift.warmup import WarmUp
 from models.drift.windows import TwoWindows
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "PerformanceDrift",
     "SubjectSummary",
     "TwoWindows",
+    "WarmUp",
     "adjust_pvalues",
     "chi2_test",
     "ks_test",

@@ -3,14 +3,17 @@
 Subjects are numeric features (two-sample KS, ``KSWindow``), categorical features (chi-squared,
 ``ChiSquareWindow``) and optionally the model's score (``prediction``, KS). Each keeps its own
 reference and current windows of ``window`` valid values: a missing key, None or a non-finite
-number is skipped for that subject only.
+number is skipped for that subject only. The score can have a reference policy of its own
+(``prediction_reference``; default: ``reference``).
 
 Per event, ``update`` only copies the subject values out of the mapping (one C-level
 ``itemgetter`` call) into a pending list. Every ``check_every`` events ``check`` moves the
 pending values into each subject's numpy buffers in one vectorised step, tests every subject
-whose windows are full, adjusts the p-values across those subjects (Benjamini-Hochberg by
-default, or Bonferroni), and feeds each adjusted p-value to the subject's ``Hysteresis``. It
-returns a ``DriftEvent`` for each episode that opened or closed at this check.
+whose windows are full, adjusts the p-values across those subjects (Holm by default, which
+bounds the chance of any false rejection at each check even while other subjects are in drift;
+or Benjamini-Hochberg, or Bonferroni: see ``models.drift.multitest``), and feeds each adjusted
+p-value to the subject's ``Hysteresis``. It returns a ``DriftEvent`` for each episode that
+opened or closed at this check.
 
 An episode opens at ``confirm_checks`` (2) consecutive checks below ``alpha``, and closes after
 ``recovery_checks`` (3) consecutive checks at or above it. Only subjects with full windows are
@@ -30,8 +33,11 @@ at alpha 0.01, for one check interval more of delay.
 Positions (``index``, ``since``) are 0-based positions in the stream of ``update`` calls, as
 in River's ``for i, x in enumerate(stream)``: a check runs on the event at index
 ``check_every * c - 1``. The mapping passed to ``update`` is read immediately and not kept.
-Timestamps are float seconds (any epoch); ``summary()`` and ``reset()`` first move pending
-values into the windows, without testing.
+Timestamps are float seconds (any epoch), the event times given to ``update``. A window's time
+span in ``summary()`` is the earliest and the latest event time among the values it holds, not
+the times of its first and last arrivals: events from partitions consumed unevenly arrive out
+of time order, and a window that holds events from after a shift must say so. ``summary()`` and
+``reset()`` first move pending values into the windows, without testing.
 
 >>> rng = np.random.default_rng(3)
 >>> mon = DriftMonitor(numeric=["amount"], categorical=["country"], prediction="score",
@@ -59,7 +65,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.drift.episodes import Hysteresis, Transition
-from models.drift.multitest import Correction, adjust_pvalues
+from models.drift.multitest import CORRECTIONS, Correction, adjust_pvalues
 from models.drift.subjects import ChiSquareWindow, KSWindow
 from models.drift.windows import Policy
 
@@ -97,8 +103,8 @@ class SubjectSummary:
     since: int | None
     reference_size: int
     current_size: int
-    reference_first_ts: float | None
-    reference_last_ts: float | None
+    reference_first_ts: float | None  # the earliest event time in the reference window
+    reference_last_ts: float | None  # the latest event time in it (None: no known time)
     current_first_ts: float | None
     current_last_ts: float | None
 
@@ -117,23 +123,24 @@ class DriftMonitor:
 
     def __init__(self, numeric: Sequence[str] = (), categorical: Sequence[str] = (),
                  prediction: str | None = None, *, window: int = 1000, check_every: int = 250,
-                 reference: Policy = "fixed", alpha: float = 0.01, correction: Correction = "bh",
+                 reference: Policy = "fixed", alpha: float = 0.01, correction: Correction = "holm",
                  recovery_checks: int = 3, confirm_checks: int = 2, relearn_on_close: bool = True,
-                 max_categories: int = 1000) -> None:
+                 max_categories: int = 1000, prediction_reference: Policy | None = None,
+                 ) -> None:
         names = [*numeric, *categorical, *([prediction] if prediction is not None else [])]
         if len(set(names)) != len(names):
             raise ValueError("subject names must be unique")
-        if correction not in ("bh", "bonferroni"):
-            raise ValueError(f"correction must be 'bh' or 'bonferroni', got {correction!r}")
+        if correction not in CORRECTIONS:
+            raise ValueError(f"correction must be one of {CORRECTIONS}, got {correction!r}")
         if check_every < 1:
             raise ValueError("check_every must be >= 1")
         self.check_every, self.alpha, self.correction = check_every, alpha, correction
-        self.relearn_on_close = relearn_on_close and reference == "fixed"
+        self.relearn_on_close = relearn_on_close  # for the subjects with a fixed reference
 
         self._num_windows = [KSWindow(window, check_every, reference) for _ in numeric]
         self._cat_windows = [ChiSquareWindow(window, check_every, reference, max_categories)
                              for _ in categorical]
-        self._pred_window = (KSWindow(window, check_every, reference)
+        self._pred_window = (KSWindow(window, check_every, prediction_reference or reference)
                              if prediction is not None else None)
         kinds: list[tuple[str, SubjectKind, KSWindow | ChiSquareWindow]] = [
             *((n, "numeric", w) for n, w in zip(numeric, self._num_windows, strict=True)),
@@ -190,7 +197,8 @@ class DriftMonitor:
             if transition is None:
                 continue
             since = opened_at if transition == "close" and opened_at is not None else index
-            if transition == "close" and self.relearn_on_close:
+            if (transition == "close" and self.relearn_on_close
+                    and s.window.windows.policy == "fixed"):
                 s.window.reset()
             events.append(DriftEvent(s.name, s.kind, transition, index, self.n_checks, since,
                                      statistic, p, adj, timestamp))
@@ -280,7 +288,8 @@ def _to_float(v: Any) -> float:
 
 
 def _span(times: npt.NDArray[np.float64]) -> tuple[float | None, float | None]:
-    if len(times) == 0:
+    """The earliest and latest known event time (NaN: unknown, skipped), or None."""
+    known = times[~np.isnan(times)]
+    if len(known) == 0:
         return None, None
-    first, last = float(times[0]), float(times[-1])
-    return (None if math.isnan(first) else first), (None if math.isnan(last) else last)
+    return float(known.min()), float(known.max())

