@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from typing import Any
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -71,8 +72,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from stream_app.app import create_app
 
+    class _Worker(Worker):  # type: ignore[misc]
+        def on_setup_root_logger(self, logger: Any, level: int) -> None:
+            super().on_setup_root_logger(logger, level)
+            from stream_app.logs import install
+
+            install(logger)  # an outage is reported, not transcribed (stream_app.logs)
+
     app = create_app(settings, engine=engine)
-    worker = Worker(app, loglevel=settings.log_level.upper(), quiet=True)
+    worker = _Worker(app, loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()  # returns only through SystemExit
     return 0
 
