@@ -53,6 +53,8 @@ class StreamApp(faust.App):
     keeper: ModelKeeper | None
     #: exactly-once outputs (``stream_app.transactions``); None: at least once
     transactions: Transactions | None = None
+    #: set once the role for the current assignment is taken (learner restored or scorer)
+    role_settled: asyncio.Event
     settings: Settings
     fetch_max_wait_ms: int = 500
 
@@ -125,6 +127,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> StreamApp
     app = StreamApp(settings.app_id, **_app_options(settings))
     app.settings = settings
     app.engine = engine or Engine(settings)
+    app.role_settled = asyncio.Event()
     if settings.exactly_once:
         app.transactions = Transactions(settings, group_id=app.conf.id)
     app.keeper = ModelKeeper(settings, app.engine) if settings.lifecycle.enabled else None
@@ -159,6 +162,12 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> StreamApp
         return outs
 
     async def learn(batch: list[Record]) -> list[Output]:
+        # Faust's recovery resumes the streams in a task of its own, possibly before this
+        # worker has restored the model it is to learn with: a label joined before that would
+        # be marked learned in Redis and never learned
+        await app.role_settled.wait()
+        if not app.engine.learning_enabled:  # a batch from before this worker lost the labels
+            return []                         # partition: its next owner learns them
         outs = await app.engine.process_labels(batch)
         if keeper is not None:
             outs += await keeper.on_outputs(outs)
@@ -193,10 +202,14 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> StreamApp
 
     @app.on_partitions_assigned.connect
     async def follow_assignment(sender: Any, assigned: set[Any], **kw: Any) -> None:
-        await _take_role(app, assigned)
+        try:
+            await _take_role(app, assigned)
+        finally:
+            app.role_settled.set()
 
     @app.on_partitions_revoked.connect
     async def checkpoint_before_losing_labels(sender: Any, revoked: set[Any], **kw: Any) -> None:
+        app.role_settled.clear()  # until the next assignment has settled who learns
         labels = settings.topic(contract.LABELS)
         if keeper is not None and keeper.learner and any(tp.topic == labels for tp in revoked):
             await _guarded("checkpoint on revoke", keeper.checkpoint(force=True))
