@@ -13,10 +13,9 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
-import pickle
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any
 
 import orjson
 
@@ -28,6 +27,7 @@ from models.registry.lifecycle import (
     rollback_target,
     stage_changes,
 )
+from models.registry.pickling import PICKLE_PROTOCOL, Pickled, dumps, loads
 from models.registry.signing import Signer, check_snapshot, normalize, require_signer
 from models.registry.types import (
     PRODUCTION,
@@ -47,8 +47,6 @@ from stream_app.errors import CheckpointError, ModelNotFoundError
 __all__ = ["PICKLE_PROTOCOL", "MakeRecord", "RegistryBase"]
 
 log = logging.getLogger(__name__)
-
-PICKLE_PROTOCOL: Final = 5
 
 #: builds the signed snapshot record (JSON bytes) for (snapshot id, stage now, version info)
 MakeRecord = Callable[[int, Stage, VersionInfo], bytes]
@@ -210,7 +208,9 @@ class RegistryBase(ABC):
         if isinstance(learn_count, bool) or not isinstance(learn_count, int) or learn_count < 0:
             raise ValueError(f"learn_count must be an int >= 0, got {learn_count!r}")
         offsets = {str(k): int(v) for k, v in label_offsets.items()}
-        blob = pickle.dumps(model_obj, protocol=PICKLE_PROTOCOL)  # before any await: a snapshot
+        # off the event loop (models.registry.pickling): the caller keeps model_obj still
+        blob = model_obj.data if isinstance(model_obj, Pickled) \
+            else await asyncio.to_thread(dumps, model_obj)
         digest = await asyncio.to_thread(lambda: hashlib.sha256(blob).hexdigest())
         created_at, deps = utc_now(), dependency_versions()
 
@@ -296,7 +296,7 @@ class RegistryBase(ABC):
         if problem or blob is None or doc is None:
             return problem or "checkpoint missing"
         try:  # verified: these are bytes this registry's key signed
-            obj = await asyncio.to_thread(pickle.loads, blob)
+            obj = await asyncio.to_thread(loads, blob)
             info = SnapshotInfo.from_dict(doc)
         except Exception as exc:  # signed, but this runtime cannot rebuild it
             return f"unpickling failed ({type(exc).__name__}: {exc})"

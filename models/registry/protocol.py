@@ -76,8 +76,10 @@ class ModelRegistry(Protocol):
 
         With ``lease``, refused with ``FencedError`` unless it is the model's newest lease.
 
-        The object is pickled before the first ``await``, so it is captured as it is at the
-        call; keep it unchanged until then (learning continues safely afterwards).
+        The object is pickled in a worker thread (``models.registry.pickling``), so the event
+        loop keeps running: keep it unchanged until the call returns. A
+        :class:`~models.registry.pickling.Pickled` is stored as it is, for a caller that
+        pickles while its model is held still and lets it learn again before the write.
         """
         ...
 
