@@ -248,15 +248,33 @@ class RegistryBase(ABC):
                             name, version, snapshot_id)
         return out
 
-    async def prune_snapshots(self, name: str, version: str, keep: int) -> list[int]:
+    async def prune_snapshots(self, name: str, version: str, keep: int, *,
+                              keep_bytes: int | None = None) -> list[int]:
         if keep < 1:
             raise ValueError(f"keep must be >= 1, got {keep!r}")
+        if keep_bytes is not None and keep_bytes < 0:
+            raise ValueError(f"keep_bytes must be >= 0, got {keep_bytes!r}")
         await self.get_version(name, version)
-        ids = sorted(await self._snapshot_records(name, version))
-        old = ids[:-keep]
+        records = await self._snapshot_records(name, version)
+        kept = _newest_within(records, keep, keep_bytes)
+        if self._key is not None:  # whatever the limits, the newest snapshot that verifies stays
+            good = await self._newest_good(name, version, records)
+            if good is not None:
+                kept.add(good)
+        old = sorted(set(records) - kept)
         if old:
             await self._delete_snapshots(name, version, old)
         return old
+
+    async def _newest_good(self, name: str, version: str, records: dict[int, bytes]) -> int | None:
+        signer = require_signer(self._key)
+        for sid in sorted(records, reverse=True):
+            blob = await self._checkpoint(name, version, sid)
+            _, problem = await asyncio.to_thread(check_snapshot, records[sid], blob, signer,
+                                                 (name, version, sid))
+            if not problem:
+                return sid
+        return None
 
     async def load_snapshot(self, name: str, version: str,
                             snapshot_id: int | None = None) -> tuple[Any, SnapshotInfo]:
@@ -315,6 +333,31 @@ class RegistryBase(ABC):
                         check_snapshot, records[sid], blob, signer, (name, version, sid))
                     results.append(VerifyResult(name, version, sid, not problem, problem))
         return results
+
+
+def _newest_within(records: dict[int, bytes], keep: int, keep_bytes: int | None) -> set[int]:
+    """The newest ``keep`` snapshot ids whose checkpoints add up to ``keep_bytes`` at most;
+    the newest one always.
+
+    >>> rec = lambda size: orjson.dumps({"checkpoint_size": size})
+    >>> records = {1: rec(50), 2: rec(50), 3: rec(30), 4: rec(20)}
+    >>> sorted(_newest_within(records, 3, None)), sorted(_newest_within(records, 9, 99))
+    ([2, 3, 4], [3, 4])
+    >>> sorted(_newest_within(records, 9, 10)), sorted(_newest_within({}, 9, 10))
+    ([4], [])
+    """
+    kept: set[int] = set()
+    total = 0
+    for sid in sorted(records, reverse=True):
+        try:
+            size = int(orjson.loads(records[sid]).get("checkpoint_size", 0))
+        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+            size = 0  # an unreadable record: only the count limits it
+        if len(kept) >= keep or (kept and keep_bytes is not None and total + size > keep_bytes):
+            break
+        kept.add(sid)
+        total += size
+    return kept
 
 
 def _warn_if_dependencies_differ(info: SnapshotInfo) -> None:

@@ -92,8 +92,14 @@ class ModelRegistry(Protocol):
         """
         ...
 
-    async def prune_snapshots(self, name: str, version: str, keep: int) -> list[int]:
-        """Delete all but the newest ``keep`` snapshots of a version; return the ids removed."""
+    async def prune_snapshots(self, name: str, version: str, keep: int, *,
+                              keep_bytes: int | None = None) -> list[int]:
+        """Keep the newest ``keep`` snapshots of a version whose checkpoints add up to at most
+        ``keep_bytes``, delete the others; return the ids removed.
+
+        The newest snapshot always stays, and so does the newest one that verifies (with a
+        key): a restore always has a good snapshot to fall back to.
+        """
         ...
 
     async def models(self) -> list[str]:
