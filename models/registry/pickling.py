@@ -3,7 +3,8 @@
 A checkpoint is pickled in a worker thread so that the event loop keeps running, but the
 pickler holds the GIL while it runs C code, and hands it over only when it calls back into
 Python. Three things keep those stretches short (a 100-tree River ARF, 226 MB, pickles in
-3 s with the loop never held longer than ~70 ms; see ``bench/RESULTS.md``):
+2.3 to 3.6 s; the loop's longest wait was 47 to 87 ms, against 4 to 6 s on the loop; see
+``bench/RESULTS.md``):
 
 * ``reducer_override`` is a Python method, so the pickler enters the interpreter, where the
   GIL can change hands, at every object that is not a builtin container or scalar;
@@ -16,7 +17,8 @@ Python. Three things keep those stretches short (a 100-tree River ARF, 226 MB, p
   of objects held the GIL for 100 to 300 ms at a time (refcounting still frees memory).
 
 One GIL hold still spans any single builtin container (a dict of a million floats is pickled
-in one stretch); River's models are graphs of many small objects.
+in one stretch; River's models are graphs of many small objects), and the pickler's end, when
+it lets go of the million objects its memo holds (100 to 300 ms for that forest).
 
 >>> import random
 >>> rng = random.Random(7)
