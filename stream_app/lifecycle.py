@@ -3,7 +3,9 @@
 One worker learns: the one holding the single partition of ``labels`` (Kafka's group protocol
 gives it to exactly one member). It checkpoints the model to the registry every
 ``snapshot_every_learns`` learns or ``snapshot_interval_s`` seconds (when it learned anything),
-when it loses the partition and when it stops. Every other worker is a scorer: it polls the
+but no sooner than the last checkpoint's size over ``checkpoint_max_bytes_per_s``, and when
+it loses the partition and when it stops; it keeps at most ``keep_snapshots`` and
+``keep_bytes`` of them per version. Every other worker is a scorer: it polls the
 registry and hot-swaps to the newest snapshot of the production version, so the model it serves
 is at most ``staleness_s`` behind the learner's newest checkpoint. A swap happens between two
 batches: no prediction is dropped or doubled, and each carries ``model_version`` and
@@ -12,6 +14,27 @@ batches: no prediction is dropped or doubled, and each carries ``model_version``
 A worker that becomes the learner restores the newest snapshot that verifies and returns the
 label offsets stored with it (the agent seeks there), so labels learned after that snapshot
 by a worker that died are learned again (see ``Engine.process_labels``).
+
+A checkpoint is pickled in a worker thread (``models.registry.pickling``: the event loop keeps
+running, measured in ``bench/RESULTS.md``). Learning waits meanwhile (``Engine.learn_lock``:
+a batch of labels, an anomaly detector's learning), so the thread never reads a model that
+learns; champion and challenger are pickled together with the label offsets, learn count and
+data hash read at the same moment, and learning resumes before the bytes are written.
+
+Scoring goes on while the thread pickles. River's predict paths read a model and do not write
+it (river 0.26.1: ``Pipeline._transform_one``; ``StandardScaler.transform_one``;
+``LogisticRegression.predict_proba_one``, whose ``VectorDict.dot`` adds no key;
+``ARFClassifier.predict_proba_one`` -> ``HoeffdingTreeClassifier.predict_proba_one`` ->
+``Branch.traverse``, the leaves' ``prediction``, ``do_naive_bayes_prediction``,
+``GaussianSplitter.cond_log_proba``; ``tests/test_checkpoint_offloop.py`` checks that scoring
+leaves the pickle of every allow-listed model unchanged), with two exceptions:
+
+* a first use builds caches (a pipeline's plan, a forest's trees); every model that learned
+  once has them, and one that never learned is pickled on the loop;
+* the scalers (Standard, MinMax, MaxAbs) add a default entry to their ``defaultdict`` for a
+  feature they never learned: the value a lookup gives anyway, so either side of it is the
+  same model. If it lands while the pickler walks that very dict, pickle raises ``RuntimeError``
+  (dictionary changed size); the pickle is tried again, the last time on the loop.
 
 Champion and challenger: on a retrain signal (or ``stream-app models challenge``) the learner
 creates a ``staging`` version (the champion's spec, or ``challenger_steps``), warm-starts it on
@@ -27,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -34,7 +58,8 @@ import orjson
 
 from models.metrics import PrequentialMetrics
 from models.registry import ModelRegistry, open_registry
-from models.registry.types import StageChange, VersionInfo, utc_now
+from models.registry.pickling import Pickled
+from models.registry.types import SnapshotInfo, StageChange, VersionInfo, utc_now
 from models.spec import OnlineModel, build_model
 from stream_app import contract
 from stream_app.errors import CheckpointError, ConfigError, FencedError, ModelNotFoundError
@@ -47,8 +72,10 @@ __all__ = ["ModelKeeper", "model_spec", "require_key"]
 
 log = logging.getLogger(__name__)
 
-#: how many checkpoints between two prunes of old snapshots
+#: prune old snapshots after this many checkpoints, or after ``keep_bytes`` / this many bytes
 _PRUNE_EVERY = 10
+#: pickling attempts in a thread before the last one on the loop (see the module docstring)
+_THREAD_ATTEMPTS = 2
 
 
 def require_key(settings: Settings) -> None:
@@ -70,6 +97,19 @@ def model_spec(steps: tuple[StepSettings, ...]) -> dict[str, Any]:
     return {"steps": [{"name": s.name, "params": dict(s.params)} for s in steps]}
 
 
+@dataclass(frozen=True, slots=True)
+class _Taken:
+    """One model's part of a checkpoint, as it was when the checkpoint was taken."""
+
+    model: OnlineModel
+    state: dict[str, Any]
+    learned: int
+    offsets: dict[str, int]
+    data_hash: str
+    metrics: dict[str, Any]
+    challenger: Challenger | None = None
+
+
 class ModelKeeper:
     """Moves models between the registry and an :class:`~stream_app.pipeline.engine.Engine`."""
 
@@ -88,7 +128,12 @@ class ModelKeeper:
         self.fenced = 0
         self.started = False
         self._last_checkpoint = time.monotonic()
+        #: the size of the last checkpoint saved or restored (champion and challenger)
+        self._last_bytes = 0
         self._checkpoints = 0
+        self._unpruned_bytes = 0
+        #: one checkpoint at a time, saved in the order they were taken
+        self._checkpointing = asyncio.Lock()
         self._t_models = settings.topic(contract.MODELS)
         self._ready_reported: str | None = None
         self._signals_seen: set[str] = set()
@@ -146,12 +191,13 @@ class ModelKeeper:
         # say) cannot checkpoint, so the snapshot restored next stays the newest
         self.lease = await self.registry.take_lease(self.name)
         prod = await self.registry.production(self.name)
-        await self._serve(prod, restore=True)
+        info = await self._serve(prod, restore=True)
         self.learner = True
         self.engine.learning_enabled = True
         self.restored = {"version": prod.version, "snapshot": self.engine.snapshot_id,
                          "learn_count": self.engine.metrics.learned}
         self._last_checkpoint = time.monotonic()
+        self._last_bytes = 0 if info is None else info.checkpoint_size
         self._publish_state()
         log.info("model %r v%s: this worker is the learner (lease %d, snapshot %d, %d "
                  "learned)", self.name, prod.version, self.lease, self.engine.snapshot_id,
@@ -209,14 +255,15 @@ class ModelKeeper:
         model.pipeline = state["pipeline"]
         return model, state, info
 
-    async def _serve(self, version: VersionInfo, *, restore: bool) -> None:
+    async def _serve(self, version: VersionInfo, *, restore: bool) -> SnapshotInfo | None:
+        """Install the version's newest good snapshot (a fresh model if none); its record."""
         model, state, info = await self._load(version)
         if info is None:
             self.engine.install(model, snapshot_id=0, learned=0 if restore else None,
                                 prequential=PrequentialMetrics() if restore else None,
                                 label_next={} if restore else None, label_ahead={},
                                 data_hash="" if restore else None)
-            return
+            return None
         self.engine.install(
             model, snapshot_id=info.snapshot_id,
             learned=info.learn_count if restore else None,
@@ -225,6 +272,7 @@ class ModelKeeper:
             if restore else None,
             label_ahead=state.get("label_ahead") if restore else None,
             data_hash=info.data_hash if restore else None)
+        return info
 
     async def refresh(self) -> list[Out]:
         """Poll the registry: follow promotions (every worker) and new snapshots (scorers).
@@ -280,56 +328,95 @@ class ModelKeeper:
 
     # -- checkpoints ------------------------------------------------------------------------
     def due(self) -> bool:
+        """Learned since the last checkpoint, enough (learns or time), and not too soon for
+        its size (``checkpoint_max_bytes_per_s``)."""
         n = self.engine.learns_since_snapshot
-        return n >= self.conf.snapshot_every_learns or (
-            n > 0 and time.monotonic() - self._last_checkpoint >= self.conf.snapshot_interval_s)
+        elapsed = time.monotonic() - self._last_checkpoint
+        if n == 0 or elapsed < self._last_bytes / self.conf.checkpoint_max_bytes_per_s:
+            return False
+        return n >= self.conf.snapshot_every_learns or elapsed >= self.conf.snapshot_interval_s
 
     async def maybe_checkpoint(self) -> None:
-        if self.learner and self.due():
+        if self.learner and self.due() and not self._checkpointing.locked():
             await self.checkpoint()
 
     async def checkpoint(self, *, force: bool = False) -> int | None:
         """Save the learner's model (and its challenger's) as new snapshots; the new id."""
+        async with self._checkpointing:
+            engine = self.engine
+            if not self.learner or (engine.learns_since_snapshot == 0 and not force):
+                return None
+            async with engine.learn_lock:  # no learning until both are pickled
+                taken = self._take()
+                blobs = await self._pickle(taken)
+            return await self._save(taken, blobs)
+
+    def _take(self) -> list[_Taken]:
+        """What a checkpoint saves, read at one moment: the champion, then any challenger."""
         engine = self.engine
-        if not self.learner or (engine.learns_since_snapshot == 0 and not force):
-            return None
         model = engine.model
         offsets = {f"{self.settings.topic(contract.LABELS)}:{p}": o
                    for p, o in engine.label_next.items()}
-        learned = engine.metrics.learned
-        engine.learns_since_snapshot = 0
-        self._last_checkpoint = time.monotonic()
-        try:
-            info = await self.registry.save_snapshot(
-                self.name, model.version,
-                {"pipeline": model.pipeline, "prequential": engine.metrics.prequential,
-                 "label_ahead": engine.ledger.saved()},
-                learn_count=learned, label_offsets=offsets,
-                data_hash=engine.data_hash.hexdigest(),
-                metrics=engine.metrics.prequential.snapshot(), lease=self.lease)
-        except FencedError as exc:
-            self._fenced(exc)
-            return None
-        if engine.model is model:
-            engine.snapshot_id = engine.metrics.snapshot_id = info.snapshot_id
+        taken = [_Taken(model, {"pipeline": model.pipeline,
+                                "prequential": engine.metrics.prequential,
+                                "label_ahead": engine.ledger.saved()},
+                        engine.metrics.learned, offsets, engine.data_hash.hexdigest(),
+                        engine.metrics.prequential.snapshot())]
         challenger = engine.challenger
         if challenger is not None:
+            taken.append(_Taken(challenger.model, {"pipeline": challenger.model.pipeline,
+                                                   "prequential": challenger.prequential},
+                                challenger.learned, offsets, "",
+                                challenger.prequential.snapshot(), challenger))
+        engine.learns_since_snapshot = 0
+        self._last_checkpoint = time.monotonic()
+        return taken
+
+    async def _pickle(self, taken: list[_Taken]) -> list[Pickled]:
+        """Pickle in a worker thread; a model that never learned on the loop (module doc)."""
+        states = [t.state for t in taken]
+        if all(t.learned == 0 for t in taken):
+            return [Pickled.of(s) for s in states]
+        for attempt in range(1, _THREAD_ATTEMPTS + 1):
             try:
-                c = await self.registry.save_snapshot(
-                    self.name, challenger.model.version,
-                    {"pipeline": challenger.model.pipeline,
-                     "prequential": challenger.prequential},
-                    learn_count=challenger.learned, label_offsets=offsets, data_hash="",
-                    metrics=challenger.prequential.snapshot(), lease=self.lease)
+                return await asyncio.to_thread(lambda: [Pickled.of(s) for s in states])
+            except RecursionError:
+                raise
+            except RuntimeError as exc:  # scoring added a scaler's default entry meanwhile
+                log.warning("model %r: pickling a checkpoint raced with scoring (%s); "
+                            "trying again%s", self.name, exc,
+                            "" if attempt < _THREAD_ATTEMPTS else " on the event loop")
+        return [Pickled.of(s) for s in states]
+
+    async def _save(self, taken: list[_Taken], blobs: list[Pickled]) -> int | None:
+        engine = self.engine
+        saved: list[SnapshotInfo] = []
+        for t, blob in zip(taken, blobs, strict=True):
+            try:
+                saved.append(await self.registry.save_snapshot(
+                    self.name, t.model.version, blob, learn_count=t.learned,
+                    label_offsets=t.offsets, data_hash=t.data_hash, metrics=t.metrics,
+                    lease=self.lease))
             except FencedError as exc:
                 self._fenced(exc)
                 return None
-            challenger.snapshot_id = c.snapshot_id
+            if t.challenger is not None:
+                t.challenger.snapshot_id = saved[-1].snapshot_id
+            elif engine.model is t.model:
+                engine.snapshot_id = engine.metrics.snapshot_id = saved[-1].snapshot_id
+        size = sum(len(b.data) for b in blobs)
+        self._last_bytes = size
         self._checkpoints += 1
-        if self._checkpoints % _PRUNE_EVERY == 0:
-            await self.registry.prune_snapshots(self.name, model.version, self.conf.keep_snapshots)
+        self._unpruned_bytes += size
+        if self._checkpoints % _PRUNE_EVERY == 0 \
+                or self._unpruned_bytes >= self.conf.keep_bytes / _PRUNE_EVERY:
+            self._unpruned_bytes = 0
+            for version in dict.fromkeys(t.model.version for t in taken):
+                await self.registry.prune_snapshots(self.name, version,
+                                                    self.conf.keep_snapshots,
+                                                    keep_bytes=self.conf.keep_bytes)
         self._publish_state()
-        return info.snapshot_id
+        return saved[0].snapshot_id
 
     # -- champion and challenger ------------------------------------------------------------
     async def on_signals(self, records: list[Record]) -> list[Out]:

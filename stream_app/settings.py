@@ -157,8 +157,15 @@ class LifecycleSettings(_Frozen):
     #: a snapshot after this many learns, or after ``snapshot_interval_s`` with any learning
     snapshot_every_learns: int = Field(default=10_000, ge=1)
     snapshot_interval_s: float = Field(default=2.0, gt=0)
+    #: on average at most this many checkpoint bytes a second: after a checkpoint of B bytes
+    #: the next waits B / this seconds (1 MB: 0.25 s, below ``snapshot_interval_s``; a 226 MB
+    #: forest: 54 s). Pickling runs at ~75 MB/s of one core and every scorer loads each
+    #: checkpoint, so the default keeps a big model's checkpoints to a few % of a core.
+    checkpoint_max_bytes_per_s: float = Field(default=4 * 2**20, gt=0)
     #: snapshots kept per version (older ones are pruned; the newest good one is restored)
     keep_snapshots: int = Field(default=20, ge=2)
+    #: and at most this many bytes of them per version (the newest good one always stays)
+    keep_bytes: int = Field(default=512 * 2**20, ge=0)
     #: a scorer serves the learner's newest snapshot at most this many seconds after it exists
     staleness_s: float = Field(default=5.0, gt=0)
     #: spawn a challenger on a retrain signal (or ``stream-app models challenge``)

@@ -255,6 +255,24 @@ async def test_prune_keeps_the_newest_and_ids_keep_increasing(reg: ModelRegistry
         await reg.prune_snapshots("fraud", "1", keep=0)
 
 
+async def test_prune_by_bytes_keeps_the_newest_within_the_budget_and_the_newest_good(
+        store: Store, reg: ModelRegistry) -> None:
+    await reg.create_version("fraud", spec=SPEC, params={}, parent=None)
+    for i in range(5):
+        await save(reg, {"ballast": bytes(4000), "i": i}, learn_count=i)
+    size = (await reg.snapshots("fraud", "1"))[-1].checkpoint_size
+    assert size > 4000
+    assert await reg.prune_snapshots("fraud", "1", keep=10, keep_bytes=2 * size + 1) == [1, 2, 3]
+    assert await reg.prune_snapshots("fraud", "1", keep=10, keep_bytes=0) == [4]  # newest stays
+    await save(reg, {"ballast": bytes(4000), "i": 6}, learn_count=6)
+    await store.flip_byte("fraud", "1", 6)  # the newest is bad: the newest good one stays too
+    assert await reg.prune_snapshots("fraud", "1", keep=1, keep_bytes=0) == []
+    obj, info = await reg.load_snapshot("fraud", "1")
+    assert (obj["i"], info.snapshot_id) == (4, 5)
+    with pytest.raises(ValueError):
+        await reg.prune_snapshots("fraud", "1", keep=1, keep_bytes=-1)
+
+
 async def test_tampered_newest_falls_back_to_newest_good(
         store: Store, reg: ModelRegistry, caplog: pytest.LogCaptureFixture) -> None:
     await reg.create_version("fraud", spec=SPEC, params={}, parent=None)

@@ -13,10 +13,9 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
-import pickle
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any
 
 import orjson
 
@@ -28,6 +27,7 @@ from models.registry.lifecycle import (
     rollback_target,
     stage_changes,
 )
+from models.registry.pickling import PICKLE_PROTOCOL, Pickled, dumps, loads
 from models.registry.signing import Signer, check_snapshot, normalize, require_signer
 from models.registry.types import (
     PRODUCTION,
@@ -47,8 +47,6 @@ from stream_app.errors import CheckpointError, ModelNotFoundError
 __all__ = ["PICKLE_PROTOCOL", "MakeRecord", "RegistryBase"]
 
 log = logging.getLogger(__name__)
-
-PICKLE_PROTOCOL: Final = 5
 
 #: builds the signed snapshot record (JSON bytes) for (snapshot id, stage now, version info)
 MakeRecord = Callable[[int, Stage, VersionInfo], bytes]
@@ -210,7 +208,9 @@ class RegistryBase(ABC):
         if isinstance(learn_count, bool) or not isinstance(learn_count, int) or learn_count < 0:
             raise ValueError(f"learn_count must be an int >= 0, got {learn_count!r}")
         offsets = {str(k): int(v) for k, v in label_offsets.items()}
-        blob = pickle.dumps(model_obj, protocol=PICKLE_PROTOCOL)  # before any await: a snapshot
+        # off the event loop (models.registry.pickling): the caller keeps model_obj still
+        blob = model_obj.data if isinstance(model_obj, Pickled) \
+            else await asyncio.to_thread(dumps, model_obj)
         digest = await asyncio.to_thread(lambda: hashlib.sha256(blob).hexdigest())
         created_at, deps = utc_now(), dependency_versions()
 
@@ -248,15 +248,33 @@ class RegistryBase(ABC):
                             name, version, snapshot_id)
         return out
 
-    async def prune_snapshots(self, name: str, version: str, keep: int) -> list[int]:
+    async def prune_snapshots(self, name: str, version: str, keep: int, *,
+                              keep_bytes: int | None = None) -> list[int]:
         if keep < 1:
             raise ValueError(f"keep must be >= 1, got {keep!r}")
+        if keep_bytes is not None and keep_bytes < 0:
+            raise ValueError(f"keep_bytes must be >= 0, got {keep_bytes!r}")
         await self.get_version(name, version)
-        ids = sorted(await self._snapshot_records(name, version))
-        old = ids[:-keep]
+        records = await self._snapshot_records(name, version)
+        kept = _newest_within(records, keep, keep_bytes)
+        if self._key is not None:  # whatever the limits, the newest snapshot that verifies stays
+            good = await self._newest_good(name, version, records)
+            if good is not None:
+                kept.add(good)
+        old = sorted(set(records) - kept)
         if old:
             await self._delete_snapshots(name, version, old)
         return old
+
+    async def _newest_good(self, name: str, version: str, records: dict[int, bytes]) -> int | None:
+        signer = require_signer(self._key)
+        for sid in sorted(records, reverse=True):
+            blob = await self._checkpoint(name, version, sid)
+            _, problem = await asyncio.to_thread(check_snapshot, records[sid], blob, signer,
+                                                 (name, version, sid))
+            if not problem:
+                return sid
+        return None
 
     async def load_snapshot(self, name: str, version: str,
                             snapshot_id: int | None = None) -> tuple[Any, SnapshotInfo]:
@@ -296,7 +314,7 @@ class RegistryBase(ABC):
         if problem or blob is None or doc is None:
             return problem or "checkpoint missing"
         try:  # verified: these are bytes this registry's key signed
-            obj = await asyncio.to_thread(pickle.loads, blob)
+            obj = await asyncio.to_thread(loads, blob)
             info = SnapshotInfo.from_dict(doc)
         except Exception as exc:  # signed, but this runtime cannot rebuild it
             return f"unpickling failed ({type(exc).__name__}: {exc})"
@@ -315,6 +333,31 @@ class RegistryBase(ABC):
                         check_snapshot, records[sid], blob, signer, (name, version, sid))
                     results.append(VerifyResult(name, version, sid, not problem, problem))
         return results
+
+
+def _newest_within(records: dict[int, bytes], keep: int, keep_bytes: int | None) -> set[int]:
+    """The newest ``keep`` snapshot ids whose checkpoints add up to ``keep_bytes`` at most;
+    the newest one always.
+
+    >>> rec = lambda size: orjson.dumps({"checkpoint_size": size})
+    >>> records = {1: rec(50), 2: rec(50), 3: rec(30), 4: rec(20)}
+    >>> sorted(_newest_within(records, 3, None)), sorted(_newest_within(records, 9, 99))
+    ([2, 3, 4], [3, 4])
+    >>> sorted(_newest_within(records, 9, 10)), sorted(_newest_within({}, 9, 10))
+    ([4], [])
+    """
+    kept: set[int] = set()
+    total = 0
+    for sid in sorted(records, reverse=True):
+        try:
+            size = int(orjson.loads(records[sid]).get("checkpoint_size", 0))
+        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+            size = 0  # an unreadable record: only the count limits it
+        if len(kept) >= keep or (kept and keep_bytes is not None and total + size > keep_bytes):
+            break
+        kept.add(sid)
+        total += size
+    return kept
 
 
 def _warn_if_dependencies_differ(info: SnapshotInfo) -> None:

@@ -76,8 +76,10 @@ class ModelRegistry(Protocol):
 
         With ``lease``, refused with ``FencedError`` unless it is the model's newest lease.
 
-        The object is pickled before the first ``await``, so it is captured as it is at the
-        call; keep it unchanged until then (learning continues safely afterwards).
+        The object is pickled in a worker thread (``models.registry.pickling``), so the event
+        loop keeps running: keep it unchanged until the call returns. A
+        :class:`~models.registry.pickling.Pickled` is stored as it is, for a caller that
+        pickles while its model is held still and lets it learn again before the write.
         """
         ...
 
@@ -90,8 +92,14 @@ class ModelRegistry(Protocol):
         """
         ...
 
-    async def prune_snapshots(self, name: str, version: str, keep: int) -> list[int]:
-        """Delete all but the newest ``keep`` snapshots of a version; return the ids removed."""
+    async def prune_snapshots(self, name: str, version: str, keep: int, *,
+                              keep_bytes: int | None = None) -> list[int]:
+        """Keep the newest ``keep`` snapshots of a version whose checkpoints add up to at most
+        ``keep_bytes``, delete the others; return the ids removed.
+
+        The newest snapshot always stays, and so does the newest one that verifies (with a
+        key): a restore always has a good snapshot to fall back to.
+        """
         ...
 
     async def models(self) -> list[str]:

@@ -90,6 +90,10 @@ class Engine:
         self.recent: deque[tuple[dict[str, float], bool]] = deque(
             maxlen=settings.lifecycle.warm_start_window)
         self.challenger: Challenger | None = None
+        #: held while the models learn (a batch of labels; an anomaly detector's own events)
+        #: and while a checkpoint pickles them in another thread (``stream_app.lifecycle``):
+        #: no learn ever runs under the pickler. Scoring does not take it (module docstring).
+        self.learn_lock = asyncio.Lock()
         #: labels whose events are not scored yet wait on this; until then, they park at once
         self._scored = _Signal()
         self._hold_labels_after = 0.0
@@ -206,11 +210,12 @@ class Engine:
         observe = self.drift.observe
         for x, features, score, ts in observed:
             out.extend(observe(x, features, score=score, timestamp=ts))
-        if self.model.kind == "anomaly" and learner:
-            for x in scored:
-                self.model.learn_one(x, None)
-            self.metrics.learned += len(scored)
-            self.learns_since_snapshot += len(scored)
+        if self.model.kind == "anomaly" and learner and scored:
+            async with self.learn_lock:  # a checkpoint may be pickling the model
+                for x in scored:
+                    self.model.learn_one(x, None)
+                self.metrics.learned += len(scored)
+                self.learns_since_snapshot += len(scored)
             self.drift.observe_learns(self.metrics.learned)
         for event_id, raw_label in early.items():
             out.append((self._t_labels, event_id.encode(), raw_label))
@@ -318,7 +323,14 @@ class Engine:
         A label record that comes again from the same position (``redelivered``) is learned
         again only if this model has not consumed that offset: after a restore from a snapshot
         older than the label, never after a plain redelivery of a batch it learned.
+
+        Holds ``learn_lock`` throughout, so a checkpoint sees a model and label offsets that
+        agree: all of a batch or none of it.
         """
+        async with self.learn_lock:
+            return await self._process_labels(records)
+
+    async def _process_labels(self, records: Sequence[Record]) -> list[Output]:
         out: list[Output] = []
         # one join per "round": a second record of the same event id in the batch waits for the
         # next round, so the store judges every record by its own position (in a replay, a

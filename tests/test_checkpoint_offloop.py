@@ -1,0 +1,158 @@
+"""Checkpoints off the event loop (issue 10): no loop stall, no race with learning or scoring.
+
+In process: the Engine on the memory store, the registry in files (``tests.test_lifecycle``).
+A model made big with River state (30,000 ``proba.Gaussian``, each with its own
+``random.Random``, as in a forest's leaves) takes about a second to pickle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from river import proba
+
+from models.allowlist import ANOMALY_DETECTORS, CLASSIFIERS
+from models.registry.pickling import dumps
+from models.spec import ModelSettings, StepSettings, build_model
+from stream_app.errors import ConfigError
+from stream_app.pipeline.records import Record
+from stream_app.settings import load_settings
+from tests.kafka_helpers import event, label
+from tests.test_lifecycle import Worker, feed, settings_for, stream, weights
+
+
+def ballast(n: int = 30_000, seed: int = 5) -> list[Any]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        g = proba.Gaussian(seed=i)
+        for _ in range(3):
+            g.update(rng.random())
+        out.append(g)
+    return out
+
+
+class LagProbe:
+    """A task that sleeps 10 ms at a time and records the longest overshoot."""
+
+    def __init__(self) -> None:
+        self.max_lag_s = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            t0 = time.perf_counter()
+            await asyncio.sleep(0.01)
+            self.max_lag_s = max(self.max_lag_s, time.perf_counter() - t0 - 0.01)
+
+    def __enter__(self) -> LagProbe:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+
+def records(topic: str, first: int, values: list[bytes]) -> list[Record]:
+    return [Record(topic, 0, first + i, b"k", v, time.time()) for i, v in enumerate(values)]
+
+
+async def test_a_big_checkpoint_never_stalls_the_loop_and_learning_waits_for_it(
+        tmp_path: Path) -> None:
+    w = Worker(settings_for(tmp_path, snapshot_every_learns=10**6, snapshot_interval_s=3600))
+    await w.start(learner=True)
+    await feed(w, stream(100), 0)
+    engine = w.engine
+    engine.model.pipeline.ballast = ballast()  # River state, a second's pickling
+    learned, taken_weights = engine.metrics.learned, weights(engine)
+    more = [(event(f"m{i}", a=0.5, b=0.5), label(f"m{i}", True)) for i in range(40)]
+
+    scored_during: list[float] = []
+    with LagProbe() as probe:
+        t0 = time.perf_counter()
+        ckpt = asyncio.create_task(w.keeper.checkpoint(force=True))
+        await asyncio.sleep(0)  # the checkpoint takes its locks and starts its thread
+        assert engine.learn_lock.locked()
+        # scoring goes on; these labels must wait for the pickle
+        await engine.process_events(records("events", 100, [ev for ev, _ in more]))
+        scored_during.append(time.perf_counter() - t0)
+        learn = asyncio.create_task(engine.process_labels(records("labels", 100,
+                                                                  [lb for _, lb in more])))
+        sid = await ckpt
+        took = time.perf_counter() - t0
+        await learn
+    assert took > 0.5, f"the checkpoint took {took:.2f} s: too small to prove anything"
+    assert probe.max_lag_s < 0.1, f"event loop stalled {probe.max_lag_s * 1000:.0f} ms"
+    assert scored_during[0] < took
+    assert engine.metrics.learned == learned + len(more)  # learned, after the pickle
+
+    state, info = await w.keeper.registry.load_snapshot("default", "1", sid)
+    assert info.learn_count == learned and info.label_offsets == {"labels:0": 100}
+    assert dict(state["pipeline"].steps["LogisticRegression"].weights) == taken_weights
+    assert dumps(state["pipeline"].ballast) == dumps(engine.model.pipeline.ballast)
+
+
+def _pipelines() -> list[tuple[str, ...]]:
+    return [("StandardScaler", name) for name in CLASSIFIERS] + \
+           [("MinMaxScaler", name) for name in ANOMALY_DETECTORS]
+
+
+@pytest.mark.parametrize("steps", _pipelines(), ids="|".join)
+def test_scoring_leaves_a_learned_model_as_it_was(steps: tuple[str, ...]) -> None:
+    """Why scoring may go on while another thread pickles (``stream_app.lifecycle``)."""
+    model = build_model(ModelSettings(steps=tuple(StepSettings(name=s) for s in steps)))
+    rng = random.Random(1)
+    features = [f"f{i}" for i in range(6)]
+    for _ in range(200):
+        x = {f: rng.random() for f in features}
+        model.learn_one(x, x["f0"] > 0.5 if model.kind == "classifier" else None)
+    before = dumps(model.pipeline)
+    for _ in range(100):
+        model.predict_proba_one({f: rng.random() for f in features})
+    assert dumps(model.pipeline) == before
+
+
+async def test_the_next_checkpoint_waits_in_proportion_to_the_last_ones_size(
+        tmp_path: Path) -> None:
+    w = Worker(settings_for(tmp_path, snapshot_interval_s=0.01, checkpoint_max_bytes_per_s=1000))
+    await w.start(learner=True)
+    await feed(w, stream(50), 0)
+    keeper = w.keeper
+    await keeper.checkpoint()
+    size = (await keeper.registry.snapshots("default", "1"))[-1].checkpoint_size
+    w.engine.learns_since_snapshot = 1
+    keeper._last_checkpoint = time.monotonic() - size / 1000 + 0.5
+    assert not keeper.due()  # interval long passed, but not size / rate
+    keeper._last_checkpoint -= 0.5
+    assert keeper.due()
+
+
+async def test_a_small_model_checkpoints_as_often_as_before(tmp_path: Path) -> None:
+    w = Worker(settings_for(tmp_path))  # the defaults: 2 s, 4 MiB/s
+    await w.start(learner=True)
+    await feed(w, stream(50), 0)
+    await w.keeper.checkpoint()
+    w.engine.learns_since_snapshot = 1
+    w.keeper._last_checkpoint = time.monotonic() - 2.0
+    assert w.keeper.due()
+
+
+async def test_retention_by_bytes_keeps_the_newest_within_keep_bytes(tmp_path: Path) -> None:
+    w = Worker(settings_for(tmp_path, snapshot_every_learns=20, snapshot_interval_s=3600,
+                            keep_bytes=1))
+    await w.start(learner=True)
+    await feed(w, stream(200), 0, batch=20)
+    snaps = await w.keeper.registry.snapshots("default", "1")
+    assert [s.snapshot_id for s in snaps] == [w.engine.snapshot_id] == [10]
+
+
+@pytest.mark.parametrize("lifecycle", [{"checkpoint_max_bytes_per_s": 0}, {"keep_bytes": -1}])
+def test_byte_limits_are_checked(lifecycle: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError, match=next(iter(lifecycle))):
+        load_settings(environ={}, lifecycle=lifecycle)
