@@ -15,7 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from stream_app.kafka_io import ensure_topics
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
+
+from stream_app import contract
+from stream_app.kafka_io import ensure_topics, make_consumer
 from tests.conftest import WorkerProcess, make_settings
 from tests.faults.checker import read
 from tests.faults.harness import progress, publish
@@ -30,6 +34,28 @@ OUTAGE_S = 24.0
 def _kafka_local(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(KAFKA_LOCAL), *args], capture_output=True, text=True,
                           timeout=180, check=False)
+
+
+async def _leaders_elected(settings, timeout_s: float = 90.0) -> None:
+    """Until every partition of the events and labels topics has a leader again."""
+    names = [settings.topic(contract.EVENTS), settings.topic(contract.LABELS)]
+    consumer = make_consumer(settings)
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                cluster = await consumer._client.fetch_all_metadata()  # noqa: SLF001
+                parts = [(n, p) for n in names for p in cluster.partitions_for_topic(n) or ()]
+                if parts and all((cluster.leader_for_partition(TopicPartition(n, p)) or -1) >= 0
+                                 for n, p in parts):
+                    return
+            except KafkaError:
+                pass
+            assert time.monotonic() < deadline, "no partition leaders after the restart"
+            await asyncio.sleep(0.5)
+    finally:
+        await consumer.stop()
 
 
 async def test_a_24s_broker_outage_loses_nothing_and_logs_little(_service_urls, tmp_path: Path
@@ -54,6 +80,7 @@ async def test_a_24s_broker_outage_loses_nothing_and_logs_little(_service_urls, 
         started = _kafka_local("start")
         assert started.returncode == 0, started.stderr
         stopped = False
+        await _leaders_elected(settings)  # else the test's own publishing times out
         after, _ = await publish(settings, n=1500, rate=500.0, prefix="after")
         report = await read(settings, good | after, timeout_s=180.0)
         report.record("broker restart", guarantee=guarantee, kills=1,
