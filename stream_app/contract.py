@@ -96,6 +96,12 @@ DEAD_LETTER_REASONS: Final = (
     "too_large",
     "model_output",
     "processing_error",
+    #: an event past the input schema (``stream_app.pipeline.schema``): a feature name not
+    #: declared or beyond ``features.max_feature_names``, or a type other than the declared
+    #: (or first seen) one
+    "schema_drift",
+    #: an event with a new value of a string feature that has ``features.max_categories``
+    "cardinality",
 )
 
 

@@ -1,7 +1,9 @@
-"""The flow, per batch: validate -> featurize -> score -> remember -> emit, and label -> learn.
+"""The flow, per batch: validate -> admit -> featurize -> score -> remember -> emit, and label ->
+learn.
 
 This is the one module that awaits the online store; every stage it calls is a plain function
-or a small object (``validate``, ``pipeline.featurize``, ``models.spec``, ``pipeline.shadow``,
+or a small object (``validate``, ``pipeline.schema``, ``pipeline.featurize``, ``models.spec``,
+``pipeline.shadow``,
 ``pipeline.labels``, ``pipeline.drift``). It never talks to
 Kafka: it returns the records to send, and the agent (``stream_app.app``) sends them and acks
 the batch only once they are delivered.
@@ -44,6 +46,7 @@ from stream_app.pipeline.drift import DriftStage
 from stream_app.pipeline.featurize import Featurizer
 from stream_app.pipeline.labels import LabelLedger, to_target
 from stream_app.pipeline.records import DeadLetter, Output, Prediction, Record
+from stream_app.pipeline.schema import Schema
 from stream_app.pipeline.shadow import Challenger, shadow_score
 from stream_app.settings import Settings
 from stream_app.validate import Event, Label, Limits, Rejection, parse_event, parse_label
@@ -66,6 +69,8 @@ class Engine:
         self.settings = settings
         self.limits = Limits(settings.max_payload_bytes, settings.max_abs_value)
         self.spec: FeatureSpec = compile_spec(settings.features)
+        #: the event features this worker admits: declared, or learned up to the caps
+        self.schema = Schema(settings.features, one_hot=settings.model.one_hot_strings)
         self.featurizer = Featurizer(self.spec, one_hot=settings.model.one_hot_strings)
         self.model: OnlineModel = model or build_model(settings.model)
         self._store = store
@@ -170,10 +175,17 @@ class Engine:
         t0 = time.perf_counter()
         out: list[Output] = []
         fresh: list[tuple[Record, Event]] = []
+        admit = self.schema.check
         for rec in records:
             parsed = parse_event(rec.value, self.limits)
             if isinstance(parsed, Rejection):
                 out.append(self.dead_letter(rec, parsed.reason, parsed.error))
+                continue
+            # past the schema's caps (a new name, a new category, a type): never scored or
+            # learned, so no producer can grow the model (and this worker) without bound
+            refused = admit(parsed.features)
+            if refused is not None:
+                out.append(self.dead_letter(rec, refused.reason, refused.error))
             else:
                 fresh.append((rec, parsed))
         if not fresh:
