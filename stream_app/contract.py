@@ -102,6 +102,9 @@ DEAD_LETTER_REASONS: Final = (
     "schema_drift",
     #: an event with a new value of a string feature that has ``features.max_categories``
     "cardinality",
+    #: a label for an event not scored yet, when ``labels.max_parked`` labels (or
+    #: ``labels.max_parked_bytes``) are parked already
+    "label_flood",
 )
 
 

@@ -1,4 +1,5 @@
-"""The input schema: declared and learned features, caps on names and categories, in the flow."""
+"""Bounded abuse: the input schema (declared and learned features, caps on names and categories)
+and the limit on parked labels, in the flow."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from stream_app.pipeline.schema import Schema
 from stream_app.settings import load_settings
 from stream_app.validate import Rejection
 from tests.kafka_helpers import event
+from tests.kafka_helpers import label as label_for
 
 
 def reason(r: Rejection | None) -> str | None:
@@ -136,3 +138,23 @@ async def test_fresh_names_and_categories_never_reach_the_model(engine: Engine) 
     scaler = engine.model.pipeline.steps["StandardScaler"]
     assert set(scaler.counts) <= {"n0", "n1", "c=v0", "c=v1"}
     assert engine.schema.names_learned == 3 and engine.schema.categories_learned == 2
+
+
+async def test_labels_past_the_parked_limit_are_dead_lettered_with_their_position() -> None:
+    e = Engine(load_settings(environ={}, feature_store_url="memory://", label_wait_s=0,
+                             labels={"max_parked": 2}))
+    await e.start()
+    try:
+        batch = [Record("labels", 0, 40 + i, f"u{i}".encode(), label_for(f"u{i}", True), time.time())
+                 for i in range(5)]
+        dead = [orjson.loads(v) for t, _, v in encode(await e.process_labels(batch))
+                if t == "dead-letters"]
+        assert [(d["reason"], d["source_topic"], d["partition"], d["offset"]) for d in dead] == [
+            ("label_flood", "labels", 0, 42 + i) for i in range(3)]
+        assert orjson.loads(dead[0]["payload"])["event_id"] == "u2"
+        assert e.metrics.labels_parked == 2 and e.metrics.dead_letters == {"label_flood": 3}
+        # the parked ones still meet their events
+        outs = encode(await e.process_events([rec(0, event("u1", v=1.0))]))
+        assert [k for t, k, _ in outs if t == "labels"] == [b"u1"]
+    finally:
+        await e.aclose()

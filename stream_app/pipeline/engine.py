@@ -29,6 +29,7 @@ from features.spec import FeatureSpec, compile_spec
 from features.store import (
     DUPLICATE,
     EXPIRED,
+    FLOODED,
     JOINED,
     MISSING,
     PARKED,
@@ -83,6 +84,8 @@ class Engine:
         self._threshold = settings.model.threshold
         self._positive = {p.lower() for p in settings.model.positive_labels}
         self._seen_ttl = 2 * settings.label_horizon_s
+        #: a label parked for an event not scored yet waits at most this long for it
+        self._park_ttl = min(settings.labels.park_ttl_s, settings.label_horizon_s)
         #: the registry snapshot the serving model descends from (0: none)
         self.snapshot_id = 0
         #: which label records this model has consumed (a restore rewinds to ``ledger.next``)
@@ -365,6 +368,12 @@ class Engine:
                     self.metrics.labels_duplicate += 1
                 elif status == EXPIRED:
                     self.metrics.labels_expired += 1
+                elif status == FLOODED:
+                    limits = self.settings.labels
+                    out.append(self.dead_letter(
+                        rec, "label_flood", f"its event is not scored yet, and the parked labels "
+                        f"are at labels.max_parked ({limits.max_parked}) or "
+                        f"labels.max_parked_bytes ({limits.max_parked_bytes})"))
                 else:
                     self.metrics.labels_parked += 1
         # only now, after learning: a checkpoint taken meanwhile must not claim these offsets
@@ -384,10 +393,12 @@ class Engine:
         met its event (labels for events that never come, or far ahead of them) turn holding
         off for ten holds' time.
         """
-        store, horizon, learned_ttl = self.store, self.settings.label_horizon_s, self._seen_ttl
+        store, learned_ttl = self.store, self._seen_ttl
+        limits = self.settings.labels
+        ttls = dict(pending_ttl_s=self._park_ttl, learned_ttl_s=learned_ttl,
+                    max_parked=limits.max_parked, max_parked_bytes=limits.max_parked_bytes)
         wait = self.settings.label_wait_s if time.monotonic() >= self._hold_labels_after else 0.0
-        joined = await store.join_labels(raw, pending_ttl_s=horizon, learned_ttl_s=learned_ttl,
-                                         positions=positions, park=not wait)
+        joined = await store.join_labels(raw, positions=positions, park=not wait, **ttls)
         missing = [eid for eid, (status, _) in joined.items() if status == MISSING]
         if not missing:
             return joined
@@ -404,11 +415,10 @@ class Engine:
                 if scored.count != seen:  # events are being scored here: keep holding
                     idle_until = time.monotonic() + wait
             again = await store.join_labels(
-                {eid: raw[eid] for eid in missing}, pending_ttl_s=horizon,
-                learned_ttl_s=learned_ttl, positions={eid: positions[eid] for eid in missing},
-                park=final)
+                {eid: raw[eid] for eid in missing},
+                positions={eid: positions[eid] for eid in missing}, park=final, **ttls)
             joined.update(again)
-            met += sum(again[eid][0] not in (MISSING, PARKED) for eid in missing)
+            met += sum(again[eid][0] not in (MISSING, PARKED, FLOODED) for eid in missing)
             missing = [eid for eid in missing if again[eid][0] == MISSING]
         self.metrics.label_batches_held += 1
         if met or scored.count == commits:
