@@ -122,6 +122,9 @@ class FeatureSettings(_Frozen):
     #: most distinct values of one string feature (one-hot columns) one worker learns; an event
     #: with another is ``cardinality`` (only while strings are one-hot encoded)
     max_categories: int = Field(default=100, ge=1)
+    #: most model inputs one worker learns in all: undeclared numeric names plus one-hot
+    #: columns (a new one past it is ``schema_drift`` for a name, ``cardinality`` for a value)
+    max_inputs: int = Field(default=4096, ge=0)
     #: longest feature name, and longest string value a worker learns as a category (``schema``)
     max_name_chars: int = Field(default=128, ge=1)
     max_category_chars: int = Field(default=128, ge=1)

@@ -56,6 +56,18 @@ def test_categories_are_capped_per_string_feature() -> None:
     assert all(free.check({"c": str(i)}) is None for i in range(10))
 
 
+def test_model_inputs_are_capped_in_all() -> None:
+    schema = Schema(FeatureSettings(max_inputs=3, max_categories=10))
+    assert schema.check({"n": 1, "c": "a"}) is None             # n and c=a
+    assert reason(schema.check({"c": "b", "d": "a"})) == "cardinality"  # 4 > 3
+    assert schema.check({"c": "b"}) is None and schema.inputs_learned == 3
+    assert reason(schema.check({"c": "z"})) == "cardinality"
+    assert reason(schema.check({"m": 1.0})) == "schema_drift"
+    assert schema.check({"n": 2, "c": "a", "s": None}) is None
+    free = Schema(FeatureSettings(max_inputs=1), one_hot=False)   # strings are no input then
+    assert free.check({"c": "x", "d": "y", "n": 1}) is None and free.inputs_learned == 1
+
+
 def test_declared_inputs_types_and_ranges() -> None:
     schema = Schema(FeatureSettings(
         inputs={"amount": {"type": "number", "min": 0, "max": 100}, "ok": {"type": "bool"},

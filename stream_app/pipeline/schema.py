@@ -11,6 +11,9 @@ stands between validation and featurisation and admits an event only if it stays
   the type it first came with (``number`` for JSON numbers and bools alike, or ``string``);
 * at most ``features.max_categories`` values of each string feature (only while strings are
   one-hot encoded: otherwise they never reach the model);
+* at most ``features.max_inputs`` model inputs learned in all: learned numeric names plus
+  one-hot columns (what the model keeps per input is what grows; 256 names of 100 values
+  each would be 25,600);
 * names of at most ``max_name_chars`` and new categories of at most ``max_category_chars``.
 
 An event past any of these is a :class:`~stream_app.validate.Rejection` (``schema_drift`` for
@@ -67,6 +70,7 @@ class Schema:
         self._learn = settings.learn_undeclared
         self._max_names = settings.max_feature_names
         self._max_categories = settings.max_categories if one_hot else None
+        self._max_inputs = settings.max_inputs
         self._max_name_chars = settings.max_name_chars
         self._max_category_chars = settings.max_category_chars
         #: every known name -> its kind; learned names are "number" (ints, floats, bools) or
@@ -77,6 +81,8 @@ class Schema:
         #: names that admit any int or float without a closer look (the fast path)
         self._numbers: set[str] = {n for n, k in self._declared.items() if k == "number"}
         self.names_learned = 0
+        #: learned numeric names plus learned one-hot columns: the model inputs they become
+        self.inputs_learned = 0
 
     @property
     def categories_learned(self) -> int:
@@ -101,32 +107,42 @@ class Schema:
         return None
 
     def _check_slow(self, features: Mapping[str, Any]) -> Rejection | None:
-        kinds, categories, cap = self._kinds, self._categories, self._max_categories
+        kinds, categories, one_hot = self._kinds, self._categories, self._max_categories is not None
         new_names: list[tuple[str, str]] = []
         new_values: list[tuple[str, str]] = []
+        added = 0  # new model inputs: new numeric names and new values
         for name, v in features.items():
             if v is None:
                 continue
             kind = _kind(v)
             known = kinds.get(name)
             if known is None:
-                bad = self._new_name(name, v, len(new_names))
+                bad = self._new_name(name, len(new_names))
                 if bad is not None:
                     return bad
                 new_names.append((name, "string" if kind == "string" else _NUMERIC))
-                if kind == "string" and cap is not None:
+                if kind != "string":
+                    bad = self._new_input(name, "schema_drift", added)
+                elif one_hot:
+                    bad = self._new_value(name, v, 0, added)
                     new_values.append((name, v))
+                else:
+                    continue
+                if bad is not None:
+                    return bad
+                added += 1
                 continue
             if known != kind and not (known == _NUMERIC and kind == "bool"
                                       and name not in self._declared):
                 return Rejection("schema_drift", f"features.{name}: expected {known}, got {kind}")
-            if kind == "string" and cap is not None:
+            if kind == "string" and one_hot:
                 seen = categories.get(name)
                 if seen is None or v not in seen:
-                    bad = self._new_value(name, v, 0 if seen is None else len(seen))
+                    bad = self._new_value(name, v, 0 if seen is None else len(seen), added)
                     if bad is not None:
                         return bad
                     new_values.append((name, v))
+                    added += 1
         if self._ranges:
             bad = self._check_ranges(features)
             if bad is not None:
@@ -134,7 +150,7 @@ class Schema:
         self._learn_all(new_names, new_values)
         return None
 
-    def _new_name(self, name: str, v: Any, pending: int) -> Rejection | None:
+    def _new_name(self, name: str, pending: int) -> Rejection | None:
         if not self._learn:
             return Rejection("schema_drift", f"features.{name}: not declared in features.inputs "
                                              f"(features.learn_undeclared is off)")
@@ -145,11 +161,9 @@ class Schema:
             return Rejection("schema_drift", f"features.{name}: new feature name, and "
                                              f"{self.names_learned} are learned "
                                              f"(features.max_feature_names)")
-        if type(v) is str and self._max_categories is not None:
-            return self._new_value(name, v, 0)
         return None
 
-    def _new_value(self, name: str, v: str, known: int) -> Rejection | None:
+    def _new_value(self, name: str, v: str, known: int, pending: int) -> Rejection | None:
         if len(v) > self._max_category_chars:
             return Rejection("schema", f"features.{name}: string longer than "
                                        f"{self._max_category_chars} characters")
@@ -157,6 +171,13 @@ class Schema:
         if known >= self._max_categories:
             return Rejection("cardinality", f"features.{name}: new value {v[:32]!r}, and {known} "
                                             f"are known (features.max_categories)")
+        return self._new_input(name, "cardinality", pending)
+
+    def _new_input(self, name: str, reason: str, pending: int) -> Rejection | None:
+        """A new model input (a numeric name or a one-hot column) past ``max_inputs``?"""
+        if self.inputs_learned + pending >= self._max_inputs:
+            return Rejection(reason, f"features.{name}: a new model input, and "
+                                     f"{self.inputs_learned} are learned (features.max_inputs)")
         return None
 
     def _learn_all(self, names: list[tuple[str, str]], values: list[tuple[str, str]]) -> None:
@@ -165,5 +186,6 @@ class Schema:
             if kind == _NUMERIC:
                 self._numbers.add(name)
         self.names_learned += len(names)
+        self.inputs_learned += sum(kind == _NUMERIC for _, kind in names) + len(values)
         for name, v in values:
             self._categories.setdefault(name, set()).add(v)
