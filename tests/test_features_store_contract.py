@@ -343,7 +343,8 @@ async def test_parked_labels_past_max_parked_are_flooded_and_nothing_is_kept(
 
 async def test_parked_labels_past_max_parked_bytes_are_flooded(store: FeatureStore) -> None:
     small, big = label_of("a"), label_of("b") + b" " * 500
-    budget = park_cost("a", small) + park_cost("b", big)
+    prefix = store._prefix  # type: ignore[attr-defined]
+    budget = park_cost(prefix, "a", small) + park_cost(prefix, "b", big)
     cap = dict(LABEL_TTLS, max_parked_bytes=budget)
     assert await store.join_labels({"a": small, "b": big, "c": small}, **cap) == {
         "a": ("parked", None), "b": ("parked", None), "c": ("flooded", None)}
@@ -391,7 +392,7 @@ async def test_the_redis_index_of_parked_labels_matches_the_labels(redis_url: st
         index = await r.zrange(f"stream:{ns}:plabels", 0, -1)
         assert len(labels) == len(index) == 43
         costs = {m.split(b":", 1)[1]: int(m.split(b":", 1)[0]) for m in index}
-        assert costs == {k.rsplit(b":", 1)[1]: park_cost(k.rsplit(b":", 1)[1].decode(), v)
+        assert costs == {k.rsplit(b":", 1)[1]: park_cost(store._prefix, k.rsplit(b":", 1)[1].decode(), v)
                          for k, v in labels.items()}
         assert int(await r.get(f"stream:{ns}:plabels:bytes")) == sum(costs.values())
         await store.commit_batch({}, {}, {f"e{i}": b"v" for i in range(60)}, **TTLS)

@@ -67,9 +67,10 @@ LEARNED_VALUE: Final = b"1"
 #: the parked labels' index and the sum of their costs (see the module docstring)
 PARKED_INDEX: Final = "plabels"
 PARKED_BYTES: Final = "plabels:bytes"
-#: what a parked label costs in Redis beyond its payload and event id (the key's name, value
-#: object, expiry entry and index entry), measured with Redis 7 by ``bench/abuse.py``
-PARK_OVERHEAD_BYTES: Final = 200
+#: what a parked label costs in Redis beyond its payload, key and index entry's names: the
+#: key's and value's objects, its expiry, the index's skip list and hash entries, allocator
+#: rounding. Redis 7.0 measured 351 bytes a label where this charges 371 (``bench/abuse.py``)
+PARK_OVERHEAD_BYTES: Final = 256
 
 #: what :meth:`~features.store.FeatureStore.join_labels` did with a label
 JOINED: Final = "joined"  # its snapshot was there and it was not learned yet: learn now
@@ -105,14 +106,16 @@ def key_prefix(namespace: str) -> str:
     return f"stream:{namespace}" if namespace.endswith(":") else f"stream:{namespace}:"
 
 
-def park_cost(event_id: str, label: bytes) -> int:
-    """The bytes a parked label counts against ``max_parked_bytes``: its payload, its event id
-    and :data:`PARK_OVERHEAD_BYTES`.
+def park_cost(prefix: str, event_id: str, label: bytes) -> int:
+    """The bytes a parked label counts against ``max_parked_bytes``, about what Redis spends on
+    it: its payload, its key, its event id (the index entry) and :data:`PARK_OVERHEAD_BYTES`.
+    ``prefix`` is the store's :func:`key_prefix`.
 
-    >>> park_cost("e1", b'{"event_id": "e1", "label": 1, "timestamp": 1}')
-    248
+    >>> park_cost("stream:app:", "e1", b'{"event_id": "e1", "label": 1, "timestamp": 1}')
+    324
     """
-    return len(label) + len(event_id.encode()) + PARK_OVERHEAD_BYTES
+    key = f"{prefix}{PENDING_LABEL}{event_id}".encode()
+    return len(label) + len(key) + len(event_id.encode()) + PARK_OVERHEAD_BYTES
 
 
 def check_ttl(ttl_s: int) -> int:

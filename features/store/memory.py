@@ -177,7 +177,7 @@ class MemoryFeatureStore:
                 break
             del parked[first]
             self._parked_bytes -= cost
-        cost = park_cost(event_id, label)
+        cost = park_cost(self._prefix, event_id, label)
         old = parked.get(event_id)
         count = len(parked) + (old is None)
         size = self._parked_bytes + cost - (0 if old is None else old[1])

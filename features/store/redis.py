@@ -96,8 +96,9 @@ local out, freed = {}, 0
 for i = 1, nl do
   local label = redis.call('GETDEL', KEYS[nw + i])
   if label then
-    local eid = string.sub(KEYS[nw + i], plen + 1)
-    local cost = #label + #eid + oh
+    local key = KEYS[nw + i]
+    local eid = string.sub(key, plen + 1)
+    local cost = #label + #key + #eid + oh
     freed = freed + cost * redis.call('ZREM', zkey, cost .. ':' .. eid)
   end
   if label and (not mark or redis.call('SET', KEYS[nw + nl + i], '1', 'NX', 'EX', ARGV[4])) then
@@ -160,14 +161,14 @@ for i = 1, (#ARGV - 7) / 2 do
     if count == nil then load_index() end
     local key = KEYS[k + 4]
     local eid = string.sub(key, plen + 1)
-    local cost = #label + #eid + oh
+    local cost = #label + #key + #eid + oh
     local old, replaced = redis.call('GET', key), nil
     if old then
-      replaced = (#old + #eid + oh) .. ':' .. eid
+      replaced = (#old + #key + #eid + oh) .. ':' .. eid
       if not redis.call('ZSCORE', zkey, replaced) then replaced = nil end
     end
     local n, b = count + 1, bytes + cost
-    if replaced then n = count; b = b - (#old + #eid + oh) end
+    if replaced then n = count; b = b - (#old + #key + #eid + oh) end
     if (maxn >= 0 and n > maxn) or (maxb >= 0 and b > maxb) then
       status[i] = 'f'
     else
