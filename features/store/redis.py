@@ -8,6 +8,9 @@ one round trip, one reply, and atomic, which is what closes the race between an 
 Replies are kept short: taken labels come back as ``[index, label, ...]`` pairs for the hits
 only, join outcomes as one ``"jdep"`` string plus the joined snapshots. Needs Redis >= 6.2
 (``GETDEL``). Scripts are loaded on first use (redis-py retries ``NOSCRIPT`` with a load).
+The parked labels' index (``features.store.base``) is kept by the same two scripts that park
+and take labels, so its count and byte sum never drift from the labels; ``_JOIN`` reads the
+server's clock (``TIME``) for the entries' expiry, so workers' clocks do not matter.
 
 Timeouts: redis-py's asyncio client with a ``socket_timeout`` wraps every send in
 ``asyncio.wait_for`` (a new task) and every reply in a timeout, ~35 us of CPU per call here.

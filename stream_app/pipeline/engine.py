@@ -1,12 +1,11 @@
-"""The flow, per batch: validate -> admit -> featurize -> score -> remember -> emit, and label ->
-learn.
+"""The flow, per batch: validate -> admit -> featurize -> score -> remember -> emit, and
+label -> learn.
 
 This is the one module that awaits the online store; every stage it calls is a plain function
 or a small object (``validate``, ``pipeline.schema``, ``pipeline.featurize``, ``models.spec``,
-``pipeline.shadow``,
-``pipeline.labels``, ``pipeline.drift``). It never talks to
-Kafka: it returns the records to send, and the agent (``stream_app.app``) sends them and acks
-the batch only once they are delivered.
+``pipeline.shadow``, ``pipeline.labels``, ``pipeline.drift``). It never talks to Kafka: it
+returns the records to send, and the agent (``stream_app.app``) sends them and acks the batch
+only once they are delivered.
 
 Two Redis round trips per batch of events (read states + claim event ids; write states +
 snapshots + take the labels that arrived early, which go back to the labels topic for the
