@@ -36,7 +36,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -52,6 +52,7 @@ __all__ = [
     "MAX_TILES",
     "TILES_PER_WINDOW",
     "FeatureSpec",
+    "InputSettings",
     "RingSpec",
     "WindowSpec",
     "compile_spec",
@@ -78,12 +79,55 @@ class AggregateSettings(_Frozen):
     tile_s: float | None = Field(default=None, gt=0)
 
 
+class InputSettings(_Frozen):
+    """One declared event feature: its type and, for a number, an optional range.
+
+    >>> InputSettings(type="number", min=0, max=1e6).max
+    1000000.0
+    >>> InputSettings(type="string", min=0)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pydantic_core._pydantic_core.ValidationError: 1 validation error for InputSettings
+      Value error, min and max apply to type = "number" only ...
+    """
+
+    #: ``number`` (JSON int or float), ``bool`` or ``string``; ``null`` is always allowed
+    type: Literal["number", "bool", "string"] = "number"
+    #: inclusive bounds of a number (either may be left out)
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> InputSettings:
+        if (self.min is not None or self.max is not None) and self.type != "number":
+            raise ValueError('min and max apply to type = "number" only')
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+
 class FeatureSettings(_Frozen):
     aggregates: tuple[AggregateSettings, ...] = ()
     #: add ``seconds_since_last_by_entity``
     since_last: bool = False
     #: idle entities expire from the online store after this many seconds
     entity_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
+    #: the declared event features (name -> type and range); see ``stream_app.pipeline.schema``
+    inputs: dict[str, InputSettings] = Field(default_factory=dict)
+    #: accept (and learn) feature names that ``inputs`` does not declare, up to
+    #: ``max_feature_names``; off: an undeclared name is ``schema_drift``
+    learn_undeclared: bool = True
+    #: most undeclared feature names one worker learns; an event with another is ``schema_drift``
+    max_feature_names: int = Field(default=256, ge=0)
+    #: most distinct values of one string feature (one-hot columns) one worker learns; an event
+    #: with another is ``cardinality`` (only while strings are one-hot encoded)
+    max_categories: int = Field(default=100, ge=1)
+    #: most model inputs one worker learns in all: undeclared numeric names plus one-hot
+    #: columns (a new one past it is ``schema_drift`` for a name, ``cardinality`` for a value)
+    max_inputs: int = Field(default=4096, ge=0)
+    #: longest feature name, and longest string value a worker learns as a category (``schema``)
+    max_name_chars: int = Field(default=128, ge=1)
+    max_category_chars: int = Field(default=128, ge=1)
 
     @model_validator(mode="before")
     @classmethod

@@ -96,6 +96,15 @@ DEAD_LETTER_REASONS: Final = (
     "too_large",
     "model_output",
     "processing_error",
+    #: an event past the input schema (``stream_app.pipeline.schema``): a feature name not
+    #: declared or beyond ``features.max_feature_names``, or a type other than the declared
+    #: (or first seen) one
+    "schema_drift",
+    #: an event with a new value of a string feature that has ``features.max_categories``
+    "cardinality",
+    #: a label for an event not scored yet, when ``labels.max_parked`` labels (or
+    #: ``labels.max_parked_bytes``) are parked already
+    "label_flood",
 )
 
 

@@ -35,7 +35,7 @@ from models.spec import ModelSettings, StepSettings
 from stream_app.errors import ConfigError
 
 #: the domain schemas live beside their domain; settings composes them
-__all__ = ["AggregateSettings", "DriftSettings", "FeatureSettings", "ModelSettings",
+__all__ = ["AggregateSettings", "DriftSettings", "FeatureSettings", "LabelSettings", "ModelSettings",
            "PerformanceSettings", "Settings", "StepSettings", "WarmupSettings", "load_settings",
            "redact_url"]
 
@@ -148,6 +148,21 @@ class DriftSettings(_Frozen):
         return {"enabled": v} if isinstance(v, (bool, int, str)) else v
 
 
+class LabelSettings(_Frozen):
+    """Labels that come before their events, parked in the online store until the event is
+    scored: bounded in number, bytes and time, so a flood of labels for ids that never come
+    cannot fill Redis (README, "Guarantees and limits")."""
+
+    #: most labels parked at once in this store namespace; a label past it is dead-lettered
+    #: as ``label_flood`` (0: none is parked)
+    max_parked: int = Field(default=100_000, ge=0)
+    #: most bytes parked at once, about the Redis memory they take: each label's payload, key
+    #: and event id, plus 256 bytes (``features.store.base.park_cost``); past it, ``label_flood``
+    max_parked_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    #: a parked label waits this long for its event (at most ``label_horizon_s``)
+    park_ttl_s: int = Field(default=3600, ge=1)
+
+
 class LifecycleSettings(_Frozen):
     """Checkpoints, one learner with hot-swapping scorers, champion and challenger (README)."""
 
@@ -247,6 +262,7 @@ class Settings(BaseSettings):
 
     model: ModelSettings = ModelSettings()
     features: FeatureSettings = FeatureSettings()
+    labels: LabelSettings = LabelSettings()
     drift: DriftSettings = DriftSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from features.store import BatchRead, FeatureStore, open_feature_store
+from features.store.base import park_cost
 from features.store.redis import RedisFeatureStore
 from stream_app.errors import ServiceError
 
@@ -309,3 +310,92 @@ async def test_without_parking_a_label_before_its_event_is_missing_and_nothing_i
         "e1": ("joined", b"x1"), "e2": ("missing", None)}
     assert await store.join_labels({"e2": b"0"}, **LABEL_TTLS) == {"e2": ("parked", None)}
     assert await store.commit_batch({}, {"e2": b"p"}, {"e2": b"x2"}, **TTLS) == {"e2": b"0"}
+
+
+# -- parked labels are bounded -----------------------------------------------------------------
+
+def label_of(event_id: str, n: int = 0) -> bytes:
+    return b'{"event_id": "%s", "label": true, "timestamp": %d}' % (event_id.encode(), n)
+
+
+async def test_parked_labels_past_max_parked_are_flooded_and_nothing_is_kept(
+        store: FeatureStore) -> None:
+    cap = dict(LABEL_TTLS, max_parked=3)
+    got = await store.join_labels({f"e{i}": label_of(f"e{i}") for i in range(5)}, **cap)
+    assert [s for s, _ in got.values()] == ["parked"] * 3 + ["flooded"] * 2
+    # at the cap a label for a parked id still replaces it; a new id still floods
+    assert await store.join_labels({"e0": label_of("e0", 1), "e9": label_of("e9")}, **cap) == {
+        "e0": ("parked", None), "e9": ("flooded", None)}
+    # a flooded label was not kept: its event's commit takes nothing
+    assert await store.commit_batch({}, {"e3": b"p"}, {"e3": b"v3"}, **TTLS) == {}
+    # taking a parked label (a scorer's commit too) frees its place
+    assert await store.commit_batch({}, {"e0": b"p"}, {"e0": b"v0"}, **TTLS,
+                                    mark_learned=False) == {"e0": label_of("e0", 1)}
+    assert await store.join_labels({"e9": label_of("e9")}, **cap) == {"e9": ("parked", None)}
+    assert await store.join_labels({"e8": label_of("e8")}, **cap) == {"e8": ("flooded", None)}
+    # joins, duplicates and misses are never flooded
+    assert await store.join_labels({"e0": b"1", "e3": b"1", "e7": b"1"}, **cap, park=False) == {
+        "e0": ("joined", b"v0"), "e3": ("joined", b"v3"), "e7": ("missing", None)}
+    # without a limit (the default) nothing floods
+    assert await store.join_labels({"e8": label_of("e8")}, **LABEL_TTLS) == {
+        "e8": ("parked", None)}
+
+
+async def test_parked_labels_past_max_parked_bytes_are_flooded(store: FeatureStore) -> None:
+    small, big = label_of("a"), label_of("b") + b" " * 500
+    prefix = store._prefix  # type: ignore[attr-defined]
+    budget = park_cost(prefix, "a", small) + park_cost(prefix, "b", big)
+    cap = dict(LABEL_TTLS, max_parked_bytes=budget)
+    assert await store.join_labels({"a": small, "b": big, "c": small}, **cap) == {
+        "a": ("parked", None), "b": ("parked", None), "c": ("flooded", None)}
+    # a replacement counts only what it adds: a bigger one that does not fit leaves the old
+    assert await store.join_labels({"a": small + b" "}, **cap) == {"a": ("flooded", None)}
+    assert await store.join_labels({"b": label_of("b")}, **cap) == {"b": ("parked", None)}
+    assert await store.join_labels({"c": small}, **cap) == {"c": ("parked", None)}
+    assert await store.commit_batch({}, {}, {"a": b"v", "b": b"v"}, **TTLS) == {
+        "a": small, "b": label_of("b")}
+    assert await store.join_labels({"d": big}, **cap) == {"d": ("parked", None)}
+
+
+async def test_expired_parked_labels_free_their_place(store: FeatureStore) -> None:
+    cap = dict(pending_ttl_s=1, learned_ttl_s=TTL, max_parked=2)
+    assert await store.join_labels({"a": b"1", "b": b"1", "c": b"1"}, **cap) == {
+        "a": ("parked", None), "b": ("parked", None), "c": ("flooded", None)}
+    await asyncio.sleep(1.2)
+    assert await store.join_labels({"c": b"1", "d": b"1"}, **cap) == {
+        "c": ("parked", None), "d": ("parked", None)}
+    assert await store.commit_batch({}, {}, {"a": b"v", "c": b"v"}, **TTLS) == {"c": b"1"}
+
+
+async def test_the_parked_limit_is_per_namespace(store: FeatureStore, store_url: str) -> None:
+    other = open_feature_store(store_url, namespace=f"test-{uuid.uuid4().hex}")
+    try:
+        cap = dict(LABEL_TTLS, max_parked=1)
+        assert await store.join_labels({"a": b"1"}, **cap) == {"a": ("parked", None)}
+        assert await other.join_labels({"b": b"1"}, **cap) == {"b": ("parked", None)}
+        assert await store.join_labels({"b": b"1"}, **cap) == {"b": ("flooded", None)}
+    finally:
+        await other.aclose()
+
+
+async def test_the_redis_index_of_parked_labels_matches_the_labels(redis_url: str) -> None:
+    ns = f"test-{uuid.uuid4().hex}"
+    store = RedisFeatureStore.from_url(redis_url, namespace=ns)
+    try:
+        cap = dict(LABEL_TTLS, max_parked=50)
+        await store.join_labels({f"e{i}": label_of(f"e{i}") for i in range(60)}, **cap)
+        await store.join_labels({f"e{i}": label_of(f"e{i}", 7) + b"  " for i in range(5)}, **cap)
+        await store.commit_batch({}, {}, {f"e{i}": b"v" for i in range(3, 10)}, **TTLS)
+        r = store._r
+        keys = [k async for k in r.scan_iter(match=f"stream:{ns}:plabel:*", count=1000)]
+        labels = dict(zip(keys, await r.mget(keys), strict=True))
+        index = await r.zrange(f"stream:{ns}:plabels", 0, -1)
+        assert len(labels) == len(index) == 43
+        costs = {m.split(b":", 1)[1]: int(m.split(b":", 1)[0]) for m in index}
+        assert costs == {k.rsplit(b":", 1)[1]: park_cost(store._prefix, k.rsplit(b":", 1)[1].decode(), v)
+                         for k, v in labels.items()}
+        assert int(await r.get(f"stream:{ns}:plabels:bytes")) == sum(costs.values())
+        await store.commit_batch({}, {}, {f"e{i}": b"v" for i in range(60)}, **TTLS)
+        assert await r.exists(f"stream:{ns}:plabels", f"stream:{ns}:plabels:bytes") == 0
+    finally:
+        await store.aclose()

@@ -16,6 +16,7 @@ from __future__ import annotations
 from features.store.base import (
     DUPLICATE,
     EXPIRED,
+    FLOODED,
     JOINED,
     MISSING,
     PARKED,
@@ -29,6 +30,7 @@ from features.store.protocol import FeatureStore, open_feature_store
 __all__ = [
     "DUPLICATE",
     "EXPIRED",
+    "FLOODED",
     "JOINED",
     "MISSING",
     "PARKED",

@@ -10,6 +10,15 @@ apps can share one Redis::
     stream:{ns}:seen:{event_id}      claim: caller's bytes        claim TTL
     stream:{ns}:plabel:{event_id}    label that came early        pending TTL
     stream:{ns}:learned:{event_id}   the label's position or "1"  claim / learned TTL
+    stream:{ns}:plabels              index of the parked labels   pending TTL (a sorted set:
+                                     "{cost}:{event_id}" scored by its expiry, epoch ms)
+    stream:{ns}:plabels:bytes        the sum of their costs       pending TTL
+
+Parked labels are bounded: ``join_labels`` parks a label only while the namespace's parked
+labels stay within ``max_parked`` labels and ``max_parked_bytes`` (each label costs
+:func:`park_cost`); past either it reports :data:`FLOODED` and keeps nothing. The index is
+kept in the same atomic step as the labels (parking, replacing, taking), and expired entries
+leave it on the next park.
 """
 
 from __future__ import annotations
@@ -21,11 +30,15 @@ __all__ = [
     "DUPLICATE",
     "ENTITY",
     "EXPIRED",
+    "FLOODED",
     "JOINED",
     "LEARNED",
     "LEARNED_VALUE",
     "MISSING",
     "PARKED",
+    "PARKED_BYTES",
+    "PARKED_INDEX",
+    "PARK_OVERHEAD_BYTES",
     "PENDING_LABEL",
     "REDELIVERED",
     "SEEN",
@@ -36,6 +49,7 @@ __all__ = [
     "check_ttl",
     "encode_state",
     "key_prefix",
+    "park_cost",
 ]
 
 #: a per-entity state as stored: opaque bytes (``features.state`` makes and reads them)
@@ -50,6 +64,13 @@ LEARNED: Final = "learned:"
 #: back again if the first batch's outputs never became visible
 TAKEN_LABEL: Final = "tlabel:"
 LEARNED_VALUE: Final = b"1"
+#: the parked labels' index and the sum of their costs (see the module docstring)
+PARKED_INDEX: Final = "plabels"
+PARKED_BYTES: Final = "plabels:bytes"
+#: what a parked label costs in Redis beyond its payload, key and index entry's names: the
+#: key's and value's objects, its expiry, the index's skip list and hash entries, allocator
+#: rounding. Redis 7.0 measured 351 bytes a label where this charges 371 (``bench/abuse.py``)
+PARK_OVERHEAD_BYTES: Final = 256
 
 #: what :meth:`~features.store.FeatureStore.join_labels` did with a label
 JOINED: Final = "joined"  # its snapshot was there and it was not learned yet: learn now
@@ -57,6 +78,8 @@ DUPLICATE: Final = "duplicate"  # its event was learned from already
 EXPIRED: Final = "expired"  # its event was scored but the snapshot has expired
 PARKED: Final = "parked"  # its event was not scored yet: kept for commit_batch
 MISSING: Final = "missing"  # its event was not scored yet, and park=False: nothing kept
+#: its event was not scored yet, and the parked labels are at their limit: nothing kept
+FLOODED: Final = "flooded"
 #: the very label record that was joined before (same position) came again: the caller
 #: decides whether its model has learned it (see ``stream_app.pipeline``)
 REDELIVERED: Final = "redelivered"
@@ -81,6 +104,18 @@ def key_prefix(namespace: str) -> str:
     if not namespace:
         return "stream:"
     return f"stream:{namespace}" if namespace.endswith(":") else f"stream:{namespace}:"
+
+
+def park_cost(prefix: str, event_id: str, label: bytes) -> int:
+    """The bytes a parked label counts against ``max_parked_bytes``, about what Redis spends on
+    it: its payload, its key, its event id (the index entry) and :data:`PARK_OVERHEAD_BYTES`.
+    ``prefix`` is the store's :func:`key_prefix`.
+
+    >>> park_cost("stream:app:", "e1", b'{"event_id": "e1", "label": 1, "timestamp": 1}')
+    324
+    """
+    key = f"{prefix}{PENDING_LABEL}{event_id}".encode()
+    return len(label) + len(key) + len(event_id.encode()) + PARK_OVERHEAD_BYTES
 
 
 def check_ttl(ttl_s: int) -> int:

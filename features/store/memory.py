@@ -20,12 +20,14 @@ as there are keys bounds the memory held by idle keys.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 
 from features.store.base import (
     DUPLICATE,
     ENTITY,
     EXPIRED,
+    FLOODED,
     JOINED,
     LEARNED,
     LEARNED_VALUE,
@@ -41,6 +43,7 @@ from features.store.base import (
     check_ttl,
     encode_state,
     key_prefix,
+    park_cost,
 )
 
 __all__ = ["MemoryFeatureStore"]
@@ -56,6 +59,9 @@ class MemoryFeatureStore:
         self._clock = clock
         self._data: dict[str, tuple[bytes, float]] = {}
         self._writes = 0
+        #: the parked labels' index: event id -> (expiry, cost), oldest write first
+        self._parked: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        self._parked_bytes = 0
 
     @classmethod
     def from_url(cls, url: str, *, namespace: str = "") -> MemoryFeatureStore:
@@ -110,6 +116,8 @@ class MemoryFeatureStore:
         early: dict[str, bytes] = {}
         for event_id in snapshots:
             label = self._pop(PENDING_LABEL + event_id, now)
+            if label is not None:
+                self._unpark(event_id)
             if label is not None and (not mark_learned or self._set_nx(
                     LEARNED + event_id, learned_until, now)):
                 early[event_id] = label
@@ -119,6 +127,7 @@ class MemoryFeatureStore:
     async def join_labels(
         self, labels: Mapping[str, bytes], *, pending_ttl_s: int, learned_ttl_s: int,
         positions: Mapping[str, bytes] | None = None, park: bool = True,
+        max_parked: int | None = None, max_parked_bytes: int | None = None,
     ) -> dict[str, tuple[str, bytes | None]]:
         now = self._clock()
         pending_until = now + check_ttl(pending_ttl_s)
@@ -137,8 +146,11 @@ class MemoryFeatureStore:
             elif self._get(SEEN + event_id, now) is not None:
                 out[event_id] = (EXPIRED, None)
             elif park:
-                self._data[self._prefix + PENDING_LABEL + event_id] = (bytes(label), pending_until)
-                out[event_id] = (PARKED, None)
+                if self._park(event_id, bytes(label), now, pending_until, max_parked,
+                              max_parked_bytes):
+                    out[event_id] = (PARKED, None)
+                else:
+                    out[event_id] = (FLOODED, None)
             else:
                 out[event_id] = (MISSING, None)
         self._wrote(len(labels))
@@ -149,6 +161,39 @@ class MemoryFeatureStore:
 
     async def aclose(self) -> None:
         self._data.clear()
+        self._parked.clear()
+        self._parked_bytes = 0
+
+    # -- parked labels, bounded --------------------------------------------
+
+    def _park(self, event_id: str, label: bytes, now: float, until: float,
+              max_parked: int | None, max_bytes: int | None) -> bool:
+        """Park ``label`` if the parked labels stay within the limits (a replacement frees the
+        label it replaces); ``False``: nothing kept."""
+        parked = self._parked
+        while parked:  # expired first (in write order: with one pending ttl, expiry order)
+            first, (expires, cost) = next(iter(parked.items()))
+            if expires > now:
+                break
+            del parked[first]
+            self._parked_bytes -= cost
+        cost = park_cost(self._prefix, event_id, label)
+        old = parked.get(event_id)
+        count = len(parked) + (old is None)
+        size = self._parked_bytes + cost - (0 if old is None else old[1])
+        if (max_parked is not None and count > max_parked) or (
+                max_bytes is not None and size > max_bytes):
+            return False
+        self._data[self._prefix + PENDING_LABEL + event_id] = (label, until)
+        parked[event_id] = (until, cost)
+        parked.move_to_end(event_id)
+        self._parked_bytes = size
+        return True
+
+    def _unpark(self, event_id: str) -> None:
+        entry = self._parked.pop(event_id, None)
+        if entry is not None:
+            self._parked_bytes -= entry[1]
 
     # -- a tiny key-value store with expiry --------------------------------
 

@@ -114,6 +114,7 @@ class FeatureStore(Protocol):
     async def join_labels(
         self, labels: Mapping[str, bytes], *, pending_ttl_s: int, learned_ttl_s: int,
         positions: Mapping[str, bytes] | None = None, park: bool = True,
+        max_parked: int | None = None, max_parked_bytes: int | None = None,
     ) -> dict[str, tuple[str, bytes | None]]:
         """Atomically join labels to snapshots: ``{event_id: (status, snapshot or None)}``.
 
@@ -123,7 +124,10 @@ class FeatureStore(Protocol):
         :data:`EXPIRED` (claimed, snapshot gone) or :data:`PARKED` (kept ``pending_ttl_s`` for
         :meth:`commit_batch`; a later label for the same id replaces it). With ``park=False``
         a label whose event is not scored yet is :data:`MISSING` instead, and nothing is kept:
-        the caller may try again once the event may be scored.
+        the caller may try again once the event may be scored. A label that would take the
+        namespace's parked labels past ``max_parked`` labels or ``max_parked_bytes`` (their
+        :func:`~features.store.base.park_cost`; ``None``: no limit) is :data:`FLOODED`, and
+        nothing is kept; labels are parked in the order given until then.
         """
         ...
 

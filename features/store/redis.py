@@ -8,6 +8,9 @@ one round trip, one reply, and atomic, which is what closes the race between an 
 Replies are kept short: taken labels come back as ``[index, label, ...]`` pairs for the hits
 only, join outcomes as one ``"jdep"`` string plus the joined snapshots. Needs Redis >= 6.2
 (``GETDEL``). Scripts are loaded on first use (redis-py retries ``NOSCRIPT`` with a load).
+The parked labels' index (``features.store.base``) is kept by the same two scripts that park
+and take labels, so its count and byte sum never drift from the labels; ``_JOIN`` reads the
+server's clock (``TIME``) for the entries' expiry, so workers' clocks do not matter.
 
 Timeouts: redis-py's asyncio client with a ``socket_timeout`` wraps every send in
 ``asyncio.wait_for`` (a new task) and every reply in a timeout, ~35 us of CPU per call here.
@@ -39,10 +42,14 @@ from features.store.base import (
     DUPLICATE,
     ENTITY,
     EXPIRED,
+    FLOODED,
     JOINED,
     LEARNED,
     MISSING,
+    PARK_OVERHEAD_BYTES,
     PARKED,
+    PARKED_BYTES,
+    PARKED_INDEX,
     PENDING_LABEL,
     REDELIVERED,
     SEEN,
@@ -70,40 +77,78 @@ _KEEPALIVE: Final = (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT",
 
 # KEYS: the keys to write (entities, claims, snapshots: as many as ARGV values), then nl label
 # keys, (when marking) nl learned keys, and nl taken-label keys, for the last nl keys written
-# (the snapshots). A label taken is kept under its taken-label key for the claim ttl.
-# ARGV: n entities, n claims, entity ttl, claim ttl, snapshot ttl, mark (1/0), one value per
-# key written. Returns {i1, label1, i2, label2, ...}, i the 1-based index among the nl, for
-# labels taken.
+# (the snapshots), then the parked labels' index and byte count. A label taken is kept under
+# its taken-label key for the claim ttl, and leaves the index.
+# ARGV: n entities, n claims, entity ttl, claim ttl, snapshot ttl, mark (1/0), length of the
+# label keys' prefix, park overhead, one value per key written. Returns {i1, label1, i2,
+# label2, ...}, i the 1-based index among the nl, for labels taken.
 _COMMIT = """
 local ne, nc, mark = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[6] == '1'
-local nw = #ARGV - 6
-local nl = #KEYS - nw
+local plen, oh = tonumber(ARGV[7]), tonumber(ARGV[8])
+local nw = #ARGV - 8
+local nl = #KEYS - nw - 2
 if mark then nl = nl / 3 else nl = nl / 2 end
-local taken = #KEYS - nl
+local taken = #KEYS - 2 - nl
+local zkey, bkey = KEYS[#KEYS - 1], KEYS[#KEYS]
 for i = 1, nw do
   local ttl = ARGV[5]
   if i <= ne then ttl = ARGV[3] elseif i <= ne + nc then ttl = ARGV[4] end
-  redis.call('SET', KEYS[i], ARGV[6 + i], 'EX', ttl)
+  redis.call('SET', KEYS[i], ARGV[8 + i], 'EX', ttl)
 end
-local out = {}
+local out, freed = {}, 0
 for i = 1, nl do
   local label = redis.call('GETDEL', KEYS[nw + i])
+  if label then
+    local key = KEYS[nw + i]
+    local eid = string.sub(key, plen + 1)
+    local cost = #label + #key + #eid + oh
+    freed = freed + cost * redis.call('ZREM', zkey, cost .. ':' .. eid)
+  end
   if label and (not mark or redis.call('SET', KEYS[nw + nl + i], '1', 'NX', 'EX', ARGV[4])) then
     out[#out + 1] = i; out[#out + 1] = label
     redis.call('SET', KEYS[taken + i], label, 'EX', ARGV[4])
   end
 end
+if freed > 0 then
+  local left = tonumber(redis.call('GET', bkey) or '0') - freed
+  if left > 0 and redis.call('EXISTS', zkey) == 1 then
+    redis.call('SET', bkey, left, 'KEEPTTL')
+  else
+    redis.call('DEL', bkey)
+  end
+end
 return out
 """
-# KEYS: snap, learned, seen, plabel keys of label 1, then of label 2, ...
-# ARGV: pending ttl, learned ttl, park ("1"/"0"), label 1, position 1, label 2, position 2, ...
-# Returns {"jrdepm" (one status per label), {snapshot of each "j" and "r", in order}}.
+# KEYS: the parked labels' index and byte count, then the snap, learned, seen, plabel keys of
+# label 1, then of label 2, ...
+# ARGV: pending ttl, learned ttl, park ("1"/"0"), most labels parked and most bytes (-1: no
+# limit), length of the label keys' prefix, park overhead, label 1, position 1, label 2, ...
+# Returns {"jrdepmf" (one status per label), {snapshot of each "j" and "r", in order}}.
+# Parking first drops the index's expired entries (at most 1000 a call); an entry is
+# "{cost}:{event_id}" scored by its expiry in ms, server time.
 _JOIN = """
 local status, snaps = {}, {}
 local park = ARGV[3] == '1'
-for i = 1, (#ARGV - 3) / 2 do
-  local k = 4 * (i - 1)
-  local position = ARGV[2 * i + 3]
+local maxn, maxb = tonumber(ARGV[4]), tonumber(ARGV[5])
+local plen, oh = tonumber(ARGV[6]), tonumber(ARGV[7])
+local zkey, bkey = KEYS[1], KEYS[2]
+local count, bytes, expiry, ttl_ms = nil, 0, 0, tonumber(ARGV[1]) * 1000
+local function load_index()
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  expiry = now + ttl_ms
+  bytes = tonumber(redis.call('GET', bkey) or '0')
+  local dead = redis.call('ZRANGEBYSCORE', zkey, '-inf', '(' .. now, 'LIMIT', 0, 1000)
+  if #dead > 0 then
+    for _, m in ipairs(dead) do bytes = bytes - tonumber(string.match(m, '^(%d+):')) end
+    redis.call('ZREM', zkey, unpack(dead))
+  end
+  count = redis.call('ZCARD', zkey)
+  if count == 0 then bytes = 0 end
+end
+for i = 1, (#ARGV - 7) / 2 do
+  local k = 2 + 4 * (i - 1)
+  local label, position = ARGV[2 * i + 6], ARGV[2 * i + 7]
   local snap = redis.call('GET', KEYS[k + 1])
   if snap then
     if redis.call('SET', KEYS[k + 2], position, 'NX', 'EX', ARGV[2]) then
@@ -116,17 +161,44 @@ for i = 1, (#ARGV - 3) / 2 do
   elseif redis.call('EXISTS', KEYS[k + 3]) == 1 then
     status[i] = 'e'
   elseif park then
-    redis.call('SET', KEYS[k + 4], ARGV[2 * i + 2], 'EX', ARGV[1])
-    status[i] = 'p'
+    if count == nil then load_index() end
+    local key = KEYS[k + 4]
+    local eid = string.sub(key, plen + 1)
+    local cost = #label + #key + #eid + oh
+    local old, replaced = redis.call('GET', key), nil
+    if old then
+      replaced = (#old + #key + #eid + oh) .. ':' .. eid
+      if not redis.call('ZSCORE', zkey, replaced) then replaced = nil end
+    end
+    local n, b = count + 1, bytes + cost
+    if replaced then n = count; b = b - (#old + #key + #eid + oh) end
+    if (maxn >= 0 and n > maxn) or (maxb >= 0 and b > maxb) then
+      status[i] = 'f'
+    else
+      if replaced then redis.call('ZREM', zkey, replaced) end
+      redis.call('ZADD', zkey, expiry, cost .. ':' .. eid)
+      redis.call('SET', key, label, 'PX', ttl_ms)
+      count, bytes = n, b
+      status[i] = 'p'
+    end
   else
     status[i] = 'm'
+  end
+end
+if count ~= nil then
+  if count == 0 then
+    redis.call('DEL', zkey, bkey)
+  else
+    -- the index lives as long as its longest-lived entry
+    if redis.call('PTTL', zkey) < ttl_ms then redis.call('PEXPIRE', zkey, ttl_ms) end
+    redis.call('SET', bkey, bytes, 'PX', math.max(ttl_ms, redis.call('PTTL', zkey)))
   end
 end
 return {table.concat(status), snaps}
 """
 _J, _R = ord("j"), ord("r")
 _STATUS = {_J: JOINED, _R: REDELIVERED, ord("d"): DUPLICATE, ord("e"): EXPIRED, ord("p"): PARKED,
-           ord("m"): MISSING}
+           ord("m"): MISSING, ord("f"): FLOODED}
 
 
 def keepalive_options() -> dict[int, int]:
@@ -211,14 +283,18 @@ class RedisFeatureStore:
     async def join_labels(
         self, labels: Mapping[str, bytes], *, pending_ttl_s: int, learned_ttl_s: int,
         positions: Mapping[str, bytes] | None = None, park: bool = True,
+        max_parked: int | None = None, max_parked_bytes: int | None = None,
     ) -> dict[str, tuple[str, bytes | None]]:
-        args: list[Any] = [check_ttl(pending_ttl_s), check_ttl(learned_ttl_s), b"1" if park else b"0"]
+        args: list[Any] = [check_ttl(pending_ttl_s), check_ttl(learned_ttl_s), b"1" if park else b"0",
+                           -1 if max_parked is None else max_parked,
+                           -1 if max_parked_bytes is None else max_parked_bytes,
+                           len((self._prefix + PENDING_LABEL).encode()), PARK_OVERHEAD_BYTES]
         if not labels:
             return {}
         for event_id, label in labels.items():
             args += (label, positions[event_id] if positions else b"1")
         kinds = [self._prefix + k for k in (SNAPSHOT, LEARNED, SEEN, PENDING_LABEL)]
-        keys = [kind + i for i in labels for kind in kinds]
+        keys = self._index_keys() + [kind + i for i in labels for kind in kinds]
         status, snaps = await self._call(self._join(keys=keys, args=args))
         return _join_reply(labels, status, snaps)
 
@@ -232,6 +308,9 @@ class RedisFeatureStore:
         await self._r.aclose()
 
     # -- helpers ------------------------------------------------------------
+
+    def _index_keys(self) -> list[str]:
+        return [self._prefix + PARKED_INDEX, self._prefix + PARKED_BYTES]
 
     def _keys(self, kind: str, ids: Iterable[str]) -> list[str]:
         prefix = self._prefix + kind
@@ -250,7 +329,8 @@ class RedisFeatureStore:
         parked labels of the snapshots and mark them learned (True), take them (False), or
         leave them (None)."""
         args: list[Any] = [len(states), len(claims), *(check_ttl(t) for t in ttls),
-                           1 if labels else 0]
+                           1 if labels else 0, len((self._prefix + PENDING_LABEL).encode()),
+                           PARK_OVERHEAD_BYTES]
         if not states and not claims and not snapshots:
             return {}
         snap_ids = list(snapshots)
@@ -261,6 +341,7 @@ class RedisFeatureStore:
             keys += self._keys(LEARNED, snap_ids)
         if labels is not None:
             keys += self._keys(TAKEN_LABEL, snap_ids)
+        keys += self._index_keys()
         args += [encode_state(s) for s in states.values()]
         args += claims.values()
         args += snapshots.values()

@@ -1,10 +1,11 @@
-"""The flow, per batch: validate -> featurize -> score -> remember -> emit, and label -> learn.
+"""The flow, per batch: validate -> admit -> featurize -> score -> remember -> emit, and
+label -> learn.
 
 This is the one module that awaits the online store; every stage it calls is a plain function
-or a small object (``validate``, ``pipeline.featurize``, ``models.spec``, ``pipeline.shadow``,
-``pipeline.labels``, ``pipeline.drift``). It never talks to
-Kafka: it returns the records to send, and the agent (``stream_app.app``) sends them and acks
-the batch only once they are delivered.
+or a small object (``validate``, ``pipeline.schema``, ``pipeline.featurize``, ``models.spec``,
+``pipeline.shadow``, ``pipeline.labels``, ``pipeline.drift``). It never talks to Kafka: it
+returns the records to send, and the agent (``stream_app.app``) sends them and acks the batch
+only once they are delivered.
 
 Two Redis round trips per batch of events (read states + claim event ids; write states +
 snapshots + take the labels that arrived early, which go back to the labels topic for the
@@ -27,6 +28,7 @@ from features.spec import FeatureSpec, compile_spec
 from features.store import (
     DUPLICATE,
     EXPIRED,
+    FLOODED,
     JOINED,
     MISSING,
     PARKED,
@@ -44,6 +46,7 @@ from stream_app.pipeline.drift import DriftStage
 from stream_app.pipeline.featurize import Featurizer
 from stream_app.pipeline.labels import LabelLedger, to_target
 from stream_app.pipeline.records import DeadLetter, Output, Prediction, Record
+from stream_app.pipeline.schema import Schema
 from stream_app.pipeline.shadow import Challenger, shadow_score
 from stream_app.settings import Settings
 from stream_app.validate import Event, Label, Limits, Rejection, parse_event, parse_label
@@ -66,6 +69,8 @@ class Engine:
         self.settings = settings
         self.limits = Limits(settings.max_payload_bytes, settings.max_abs_value)
         self.spec: FeatureSpec = compile_spec(settings.features)
+        #: the event features this worker admits: declared, or learned up to the caps
+        self.schema = Schema(settings.features, one_hot=settings.model.one_hot_strings)
         self.featurizer = Featurizer(self.spec, one_hot=settings.model.one_hot_strings)
         self.model: OnlineModel = model or build_model(settings.model)
         self._store = store
@@ -78,6 +83,8 @@ class Engine:
         self._threshold = settings.model.threshold
         self._positive = {p.lower() for p in settings.model.positive_labels}
         self._seen_ttl = 2 * settings.label_horizon_s
+        #: a label parked for an event not scored yet waits at most this long for it
+        self._park_ttl = min(settings.labels.park_ttl_s, settings.label_horizon_s)
         #: the registry snapshot the serving model descends from (0: none)
         self.snapshot_id = 0
         #: which label records this model has consumed (a restore rewinds to ``ledger.next``)
@@ -174,10 +181,17 @@ class Engine:
         t0 = time.perf_counter()
         out: list[Output] = []
         fresh: list[tuple[Record, Event]] = []
+        admit = self.schema.check
         for rec in records:
             parsed = parse_event(rec.value, self.limits)
             if isinstance(parsed, Rejection):
                 out.append(self.dead_letter(rec, parsed.reason, parsed.error))
+                continue
+            # past the schema's caps (a new name, a new category, a type): never scored or
+            # learned, so no producer can grow the model (and this worker) without bound
+            refused = admit(parsed.features)
+            if refused is not None:
+                out.append(self.dead_letter(rec, refused.reason, refused.error))
             else:
                 fresh.append((rec, parsed))
         if not fresh:
@@ -365,6 +379,12 @@ class Engine:
                     self.metrics.labels_duplicate += 1
                 elif status == EXPIRED:
                     self.metrics.labels_expired += 1
+                elif status == FLOODED:
+                    limits = self.settings.labels
+                    out.append(self.dead_letter(
+                        rec, "label_flood", f"its event is not scored yet, and the parked labels "
+                        f"are at labels.max_parked ({limits.max_parked}) or "
+                        f"labels.max_parked_bytes ({limits.max_parked_bytes})"))
                 else:
                     self.metrics.labels_parked += 1
         # only now, after learning: a checkpoint taken meanwhile must not claim these offsets
@@ -384,10 +404,12 @@ class Engine:
         met its event (labels for events that never come, or far ahead of them) turn holding
         off for ten holds' time.
         """
-        store, horizon, learned_ttl = self.store, self.settings.label_horizon_s, self._seen_ttl
+        store, learned_ttl = self.store, self._seen_ttl
+        limits = self.settings.labels
+        ttls = dict(pending_ttl_s=self._park_ttl, learned_ttl_s=learned_ttl,
+                    max_parked=limits.max_parked, max_parked_bytes=limits.max_parked_bytes)
         wait = self.settings.label_wait_s if time.monotonic() >= self._hold_labels_after else 0.0
-        joined = await store.join_labels(raw, pending_ttl_s=horizon, learned_ttl_s=learned_ttl,
-                                         positions=positions, park=not wait)
+        joined = await store.join_labels(raw, positions=positions, park=not wait, **ttls)
         missing = [eid for eid, (status, _) in joined.items() if status == MISSING]
         if not missing:
             return joined
@@ -404,11 +426,10 @@ class Engine:
                 if scored.count != seen:  # events are being scored here: keep holding
                     idle_until = time.monotonic() + wait
             again = await store.join_labels(
-                {eid: raw[eid] for eid in missing}, pending_ttl_s=horizon,
-                learned_ttl_s=learned_ttl, positions={eid: positions[eid] for eid in missing},
-                park=final)
+                {eid: raw[eid] for eid in missing},
+                positions={eid: positions[eid] for eid in missing}, park=final, **ttls)
             joined.update(again)
-            met += sum(again[eid][0] not in (MISSING, PARKED) for eid in missing)
+            met += sum(again[eid][0] not in (MISSING, PARKED, FLOODED) for eid in missing)
             missing = [eid for eid in missing if again[eid][0] == MISSING]
         self.metrics.label_batches_held += 1
         if met or scored.count == commits:
