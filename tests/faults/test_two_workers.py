@@ -15,12 +15,16 @@ import random
 import signal
 from pathlib import Path
 
+import orjson
 import pytest
 
+from models.registry import open_registry
+from stream_app import contract
 from stream_app.kafka_io import ensure_topics
 from tests.conftest import WorkerProcess, make_settings
 from tests.faults.checker import read
 from tests.faults.harness import progress, publish
+from tests.kafka_helpers import collect
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -52,6 +56,7 @@ async def test_two_workers_one_killed_or_frozen(_service_urls, tmp_path: Path, f
         good, _ = await publisher
         report = await read(settings, good, timeout_s=180.0)
         report.record(f"two workers, {fault}", guarantee=guarantee, kills=1)
+        learned = await _learner_count(settings, len(good))
     finally:
         publisher.cancel()
         if fault == "zombie":
@@ -60,4 +65,38 @@ async def test_two_workers_one_killed_or_frozen(_service_urls, tmp_path: Path, f
     assert not report.missing, report.summary()
     assert not report.duplicates, report.summary()
     assert not report.unexpected, report.summary()
+    # the production model learned every label once: none lost with the paused or killed
+    # learner, none twice (a zombie's learning is discarded, not merged)
+    assert learned == len(good)
+    # and no checkpoint went backwards (a fenced learner wrote none after its successor)
+    registry = open_registry(settings.registry_url, key=settings.registry_key_bytes,
+                             namespace=settings.app_id)
+    try:
+        prod = await registry.production(settings.model.name)
+        counts = [s.learn_count for s in await registry.snapshots(settings.model.name,
+                                                                  prod.version)]
+    finally:
+        await registry.aclose()
+    assert counts and counts == sorted(counts), counts
+    assert counts[-1] == len(good)
     assert all(c == 0 for c in codes), codes
+
+
+async def _learner_count(settings, expected: int, timeout_s: float = 90.0) -> int:
+    """The learner's learn count once it has caught up with ``expected`` labels (or the last
+    one seen when the time is up)."""
+    latest = -1
+
+    def caught_up(records: list) -> bool:
+        nonlocal latest
+        for r in records:
+            m = orjson.loads(r.value)
+            if m.get("lifecycle", {}).get("role") == "learner":
+                latest = m["labels"]["learned"]
+        return latest >= expected
+
+    await collect(settings, contract.METRICS, until=caught_up, timeout_s=timeout_s)
+    await asyncio.sleep(3)  # a second learn of anything would show in the next snapshots
+    await collect(settings, contract.METRICS, until=lambda rs: caught_up(rs) and False,
+                  timeout_s=3)
+    return latest
