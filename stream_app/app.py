@@ -324,6 +324,7 @@ def _register_batch_agent(
         await _retrying(f"{name}: starting", ready, app)
         consumed = app.engine.metrics.consumed
         txn = app.transactions
+        labels_topic = settings.topic(contract.LABELS)
         async for batch in stream:  # one fetched run of records (stream_app.batching)
             last = {(rec.topic, rec.partition): rec.offset for rec in batch}
             for (topic, partition), offset in last.items():
@@ -331,6 +332,15 @@ def _register_batch_agent(
             outs = await _retrying(f"{name}: processing", lambda b=batch: _process_safely(
                 app, process, b), app)
             if txn is not None:  # one partition's batch: its outputs and offset, atomically
+                # labels sent back go first and outside the transaction: a transaction would
+                # leave its commit marker in the labels topic, a gap in the offsets the label
+                # ledger counts consumed ones by; a copy sent twice (this batch aborted and
+                # replayed) is learned once
+                back = [o for o in outs if type(o) is tuple and o[0] == labels_topic]
+                if back:
+                    await _retrying(f"{name}: sending {len(back)} labels back",
+                                    lambda o=back: send_all(o), app)
+                    outs = [o for o in outs if not (type(o) is tuple and o[0] == labels_topic)]
                 last = batch[-1]
                 await txn.submit(last, outs, last.offset + 1)
             else:

@@ -4,7 +4,7 @@ With ``processing_guarantee = "exactly_once"`` (the default on Apache Kafka) the
 the agents one batch per partition (``stream_app.batching``) and :class:`Transactions` sends it
 on that partition's own transactional producer::
 
-    begin -> the batch's predictions, dead letters, labels sent back, drift and model records
+    begin -> the batch's predictions, dead letters, drift and model records
           -> the offset after the batch, for the worker's consumer group -> commit
 
 Readers with ``isolation_level="read_committed"`` see a batch's outputs exactly when its offset
