@@ -35,7 +35,10 @@ async def test_prequential_metrics_match_river(_service_urls, tmp_path: Path) ->
     await ensure_topics(settings)
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     try:
-        await latest_metrics(settings, until=lambda m: m["partitions_assigned"] > 0)
+        # the learner ready (restored, learning on): partitions alone are not enough, the
+        # labels agent waits for the role while events are already scored
+        await latest_metrics(settings, until=lambda m: m["partitions_assigned"] > 0
+                             and m["learning_enabled"])
         report = await replay(settings, "phishing", rate=250.0, label_delay_s=0.0)
         assert report.events_sent == report.labels_sent == 1250
         snap = await latest_metrics(settings, until=lambda m: m["labels"]["learned"] >= 1250,
