@@ -33,9 +33,9 @@ from stream_app.batching import Batch, BatchConsumer
 from stream_app.errors import ServiceError
 from stream_app.kafka_io import ensure_topics, make_consumer
 from stream_app.lifecycle import ModelKeeper, require_key
-from stream_app.pipeline.emit import Emitter
+from stream_app.pipeline import emit
 from stream_app.pipeline.engine import Engine
-from stream_app.pipeline.records import Output, Record
+from stream_app.pipeline.records import LabelBack, Output, Record
 from stream_app.settings import Settings
 from stream_app.transactions import Transactions
 
@@ -144,7 +144,8 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> StreamApp
     topics = {name: topic(name) for name in contract.TOPICS}
     app.contract_topics = topics  # type: ignore[attr-defined]
 
-    send_all = Emitter(lambda: app.producer._ensure_producer()).send  # noqa: SLF001
+    async def send_all(outputs: list[Output]) -> None:
+        await emit.send(app.producer._ensure_producer(), outputs)  # noqa: SLF001
 
     keeper = app.keeper
     ready_lock = asyncio.Lock()
@@ -324,7 +325,6 @@ def _register_batch_agent(
         await _retrying(f"{name}: starting", ready, app)
         consumed = app.engine.metrics.consumed
         txn = app.transactions
-        labels_topic = settings.topic(contract.LABELS)
         async for batch in stream:  # one fetched run of records (stream_app.batching)
             last = {(rec.topic, rec.partition): rec.offset for rec in batch}
             for (topic, partition), offset in last.items():
@@ -336,11 +336,11 @@ def _register_batch_agent(
                 # leave its commit marker in the labels topic, a gap in the offsets the label
                 # ledger counts consumed ones by; a copy sent twice (this batch aborted and
                 # replayed) is learned once
-                back = [o for o in outs if type(o) is tuple and o[0] == labels_topic]
+                back = [o for o in outs if type(o) is LabelBack]
                 if back:
                     await _retrying(f"{name}: sending {len(back)} labels back",
                                     lambda o=back: send_all(o), app)
-                    outs = [o for o in outs if not (type(o) is tuple and o[0] == labels_topic)]
+                    outs = [o for o in outs if type(o) is not LabelBack]
                 last = batch[-1]
                 await txn.submit(last, outs, last.offset + 1)
             else:

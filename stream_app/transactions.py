@@ -43,7 +43,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
 
 from stream_app.kafka_io import make_admin, producer_options
-from stream_app.pipeline.emit import Emitter
+from stream_app.pipeline import emit
 from stream_app.pipeline.records import Output
 from stream_app.settings import Settings
 
@@ -80,7 +80,6 @@ class Transactions:
         self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
         #: per partition, the transactions started and not yet awaited, oldest first
         self._tails: dict[TopicPartition, deque[asyncio.Task[None]]] = {}
-        self._emitter = Emitter(lambda: None)
         #: batches made visible; dropped (the partition is not this worker's); retried
         self.committed = 0
         self.dropped = 0
@@ -226,7 +225,7 @@ class Transactions:
                            outputs: list[Output], next_offset: int) -> None:
         await producer.begin_transaction()
         try:
-            await self._emitter.send(outputs, producer)
+            await emit.send(producer, outputs)
             await producer.send_offsets_to_transaction({tp: next_offset}, self.group_id)
         except BaseException:
             await _quiet_abort(producer)

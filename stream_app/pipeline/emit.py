@@ -4,14 +4,15 @@
 topic-partition's records are appended to one aiokafka ``BatchBuilder`` (C-accelerated) and
 submitted with ``send_batch``, so the per-record cost is one append. Partitions are the
 producer's partitioner's (murmur2 of the key, as every Kafka client; vectorised in
-``pipeline.partition``), so a record lands where ``producer.send`` would have put it. :meth:`Emitter.send` returns once every batch is delivered
-(``acks`` as configured); a failure raises the producer's ``KafkaError`` for the caller to retry.
+``pipeline.partition``), so a record lands where ``producer.send`` would have put it.
+:func:`send` returns once every batch is delivered (``acks`` as configured); a failure raises
+the producer's ``KafkaError`` for the caller to retry.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka.partitioner import DefaultPartitioner
@@ -19,49 +20,41 @@ from aiokafka.partitioner import DefaultPartitioner
 from stream_app.pipeline.partition import partitions
 from stream_app.pipeline.records import Output, encode
 
-__all__ = ["Emitter"]
+__all__ = ["send"]
 
 
-class Emitter:
-    """Serialises outputs (``records.encode``) and sends them with ``get_producer()``'s producer."""
-
-    def __init__(self, get_producer: Callable[[], Any]) -> None:
-        self._get_producer = get_producer
-
-    async def send(self, outputs: Sequence[Output], producer: Any = None) -> None:
-        """Send ``outputs`` (with ``producer``, default ``get_producer()``'s) and wait for
-        every batch to be delivered."""
-        if not outputs:
-            return
-        outs = encode(outputs)
-        if producer is None:
-            producer = self._get_producer()
-        by_topic: dict[str, list[tuple[bytes | None, bytes]]] = {}
-        for topic, key, value in outs:
-            by_topic.setdefault(topic, []).append((key, value))
-        by_tp: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = {}
-        for topic, records in by_topic.items():
-            for partition, record in zip(await _partitions(producer, topic, records), records,
-                                         strict=True):
-                by_tp.setdefault((topic, partition), []).append(record)
-        futures = []
-        for (topic, partition), records in by_tp.items():
-            batch, n = producer.create_batch(), 0
-            for key, value in records:
+async def send(producer: Any, outputs: Sequence[Output]) -> None:
+    """Serialise ``outputs`` (``records.encode``), send them with ``producer`` (an aiokafka
+    producer) and wait for every batch to be delivered."""
+    if not outputs:
+        return
+    outs = encode(outputs)
+    by_topic: dict[str, list[tuple[bytes | None, bytes]]] = {}
+    for topic, key, value in outs:
+        by_topic.setdefault(topic, []).append((key, value))
+    by_tp: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = {}
+    for topic, records in by_topic.items():
+        for partition, record in zip(await _partitions(producer, topic, records), records,
+                                     strict=True):
+            by_tp.setdefault((topic, partition), []).append(record)
+    futures = []
+    for (topic, partition), records in by_tp.items():
+        batch, n = producer.create_batch(), 0
+        for key, value in records:
+            if batch.append(key=key, value=value, timestamp=None) is not None:
+                n += 1
+                continue
+            if n:  # full: submit it and start the next
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                batch, n = producer.create_batch(), 0
                 if batch.append(key=key, value=value, timestamp=None) is not None:
                     n += 1
                     continue
-                if n:  # full: submit it and start the next
-                    futures.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch, n = producer.create_batch(), 0
-                    if batch.append(key=key, value=value, timestamp=None) is not None:
-                        n += 1
-                        continue
-                # larger than a batch: the plain path, which sends it or raises its KafkaError
-                futures.append(await producer.send(topic, value, key=key, partition=partition))
-            if n:
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
-        await asyncio.gather(*futures)
+            # larger than a batch: the plain path, which sends it or raises its KafkaError
+            futures.append(await producer.send(topic, value, key=key, partition=partition))
+        if n:
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+    await asyncio.gather(*futures)
 
 
 async def _partitions(producer: Any, topic: str,

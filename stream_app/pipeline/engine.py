@@ -45,7 +45,7 @@ from stream_app.engine_metrics import EngineMetrics
 from stream_app.pipeline.drift import DriftStage
 from stream_app.pipeline.featurize import Featurizer
 from stream_app.pipeline.labels import LabelLedger, to_target
-from stream_app.pipeline.records import DeadLetter, Output, Prediction, Record
+from stream_app.pipeline.records import DeadLetter, LabelBack, Output, Prediction, Record
 from stream_app.pipeline.schema import Schema
 from stream_app.pipeline.shadow import Challenger, shadow_score
 from stream_app.settings import Settings
@@ -232,7 +232,7 @@ class Engine:
                 self.learns_since_snapshot += len(scored)
             self.drift.observe_learns(self.metrics.learned)
         for event_id, raw_label in early.items():
-            out.append((self._t_labels, event_id.encode(), raw_label))
+            out.append(LabelBack(self._t_labels, event_id, raw_label))
             self.metrics.labels_forwarded += 1
         t3 = time.perf_counter()
         self.metrics.batch(len(records), len(snapshots), t3 - t0,
@@ -307,7 +307,7 @@ class Engine:
         out: list[Output] = []
         for event_id, raw_label in zip(ids, await self.store.taken_labels(ids), strict=True):
             if raw_label is not None:
-                out.append((self._t_labels, event_id.encode(), raw_label))
+                out.append(LabelBack(self._t_labels, event_id, raw_label))
                 self.metrics.labels_forwarded += 1
         for (_, ev), snap in zip(batch, snaps, strict=True):
             self.metrics.redelivered += 1

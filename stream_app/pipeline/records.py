@@ -1,10 +1,11 @@
 """Typed records: what the pipeline consumes and what it emits, serialised once, at emit.
 
 A consumed :class:`Record` is a Kafka record reduced to what the flow needs. The stages return
-typed outputs (:class:`Prediction`, :class:`DeadLetter`, :class:`RetrainSignal`) that other
-stages can read without parsing bytes; :func:`encode` turns them into ``(topic, key, value)``
-for the producer, with the wire format of ``stream_app.contract``. Records that are bytes
-already (a label sent back, a ``models`` stage change, a drift episode) travel as :data:`Out`.
+typed outputs (:class:`Prediction`, :class:`DeadLetter`, :class:`RetrainSignal`,
+:class:`LabelBack`) that other stages can read without parsing bytes; :func:`encode` turns
+them into ``(topic, key, value)`` for the producer, with the wire format of
+``stream_app.contract``. Records that are bytes already (a ``models`` stage change, a drift
+episode) travel as :data:`Out`.
 
 >>> p = Prediction("predictions", "e1", "alice", "m", "1", 0.75, True, 10.0, 11.0, 2.5, 0)
 >>> topic, key, value = encode([p])[0]
@@ -25,7 +26,8 @@ import orjson
 
 from stream_app import contract
 
-__all__ = ["DeadLetter", "Out", "Output", "Prediction", "Record", "RetrainSignal", "encode"]
+__all__ = ["DeadLetter", "LabelBack", "Out", "Output", "Prediction", "Record", "RetrainSignal",
+           "encode"]
 
 #: (topic, key, value) ready for the producer
 Out = tuple[str, bytes | None, bytes]
@@ -113,8 +115,25 @@ class RetrainSignal:
             reason=self.reason, evidence=list(self.evidence), emitted_at=self.emitted_at))
 
 
+@dataclass(slots=True)
+class LabelBack:
+    """A label that came before its event, sent back to the labels topic (as it came) once
+    the event is scored, so that every learn comes from a label record with an offset.
+
+    Never part of a batch's transaction: its commit marker would be a gap in the labels
+    topic's offsets, which the label ledger counts consumed records by.
+    """
+
+    topic: str
+    event_id: str
+    value: bytes
+
+    def encode(self) -> Out:
+        return (self.topic, self.event_id.encode(), self.value)
+
+
 #: what a stage emits: a typed record, or one that is bytes already
-Output = Prediction | DeadLetter | RetrainSignal | Out
+Output = Prediction | DeadLetter | RetrainSignal | LabelBack | Out
 
 
 def encode(outputs: Iterable[Output]) -> list[Out]:
