@@ -10,9 +10,9 @@ import argparse
 import asyncio
 import logging
 import sys
-from typing import Any
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 

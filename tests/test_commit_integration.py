@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-from aiokafka import TopicPartition
 
 from stream_app import contract
 from stream_app.kafka_io import ensure_topics, make_admin

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
