@@ -12,23 +12,26 @@ import time
 from pathlib import Path
 
 import pytest
+from aiokafka import TopicPartition
 
 from stream_app import contract
-from stream_app.kafka_io import ensure_topics, make_admin
+from stream_app.kafka_io import ensure_topics, make_consumer
 from tests.conftest import WorkerProcess, make_settings
 from tests.kafka_helpers import collect, event, label, produce
 
 pytestmark = [pytest.mark.integration]
 
 
-async def _committed(settings) -> dict[tuple[str, int], int]:
-    admin = make_admin(settings)
-    await admin.start()
+async def _committed(settings, keys) -> dict[tuple[str, int], int]:
+    """The worker group's committed offsets (OffsetFetch, which the embedded broker answers
+    too; it has no admin ListConsumerGroupOffsets)."""
+    consumer = make_consumer(settings, group_id=settings.app_id)
+    await consumer.start()
     try:
-        offsets = await admin.list_consumer_group_offsets(settings.app_id)
+        got = {k: await consumer.committed(TopicPartition(*k)) for k in keys}
     finally:
-        await admin.close()
-    return {(tp.topic, tp.partition): m.offset for tp, m in offsets.items() if m.offset >= 0}
+        await consumer.stop()
+    return {k: o for k, o in got.items() if o is not None and o >= 0}
 
 
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
@@ -57,7 +60,7 @@ async def test_the_offsets_of_delivered_batches_are_committed(_service_urls, tmp
         deadline = time.monotonic() + 30
         committed: dict[tuple[str, int], int] = {}
         while time.monotonic() < deadline:
-            committed = await _committed(settings)
+            committed = await _committed(settings, expected)
             if all(committed.get(k, -1) >= v for k, v in expected.items()):
                 break
             await asyncio.sleep(0.5)
