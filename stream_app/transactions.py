@@ -26,16 +26,20 @@ on a new producer of the same id. If the failure came after the commit was sent 
 lost), the retry first reads the group's committed offset: the offset moves with the outputs,
 so an offset at or past the batch's end means it was committed, and it is not sent again.
 
-**Pipelining.** A batch's transaction runs in a task of its own while the agent goes on with
-the next batch; transactions of one partition run in order (its producer has one open at a
-time). Revoking a partition waits for its transactions before Kafka hands it on.
+**Group commit.** A partition's transactions run one at a time (its producer has one open)
+in a task of their own, while the agent goes on with the next batches. The batches that come
+while one transaction is running wait for the next, and go in it together: their outputs in
+order, and the offset after the last of them. So a transaction's fixed cost (its begin, the
+offsets, the commit markers: several broker round trips) is paid per round trip rather than
+per batch, and the agent never waits for it, unless :attr:`Transactions.max_waiting` outputs
+are waiting already (memory stays bounded). Revoking a partition waits for its transactions
+before Kafka hands it on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -65,8 +69,8 @@ def transactional_id(settings: Settings, topic: str, partition: int) -> str:
 class Transactions:
     """One transactional producer per owned input partition, and the batches in flight."""
 
-    #: transactions in flight per partition before :meth:`submit` waits for the oldest
-    max_in_flight: int = 2
+    #: outputs waiting for a partition's next transaction at which :meth:`submit` waits
+    max_waiting: int = 20_000
     #: how long a revoke waits for the revoked partitions' transactions to end
     revoke_wait_s: float = 5.0
 
@@ -78,8 +82,8 @@ class Transactions:
         #: partitions this worker owns, and their started producers
         self._owned: set[TopicPartition] = set()
         self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
-        #: per partition, the transactions started and not yet awaited, oldest first
-        self._tails: dict[TopicPartition, deque[asyncio.Task[None]]] = {}
+        #: per partition: its running transaction and the batches waiting for the next
+        self._lanes: dict[TopicPartition, _Lane] = {}
         #: batches made visible; dropped (the partition is not this worker's); retried
         self.committed = 0
         self.dropped = 0
@@ -117,7 +121,8 @@ class Transactions:
     async def on_revoked(self, tps: Iterable[Any]) -> None:
         """Let the revoked partitions' transactions finish, then stop their producers."""
         gone = [TopicPartition(tp.topic, tp.partition) for tp in tps]
-        tails = [t for tp in gone for t in self._tails.pop(tp, ())]
+        tails = [lane.task for tp in gone
+                 if (lane := self._lanes.pop(tp, None)) is not None and lane.task is not None]
         if tails:  # bounded: with the broker away they would retry for ever
             _, late = await asyncio.wait(tails, timeout=self.revoke_wait_s)
             for task in late:
@@ -137,11 +142,12 @@ class Transactions:
 
     # -- batches ----------------------------------------------------------------------------
     async def submit(self, tp: Any, outputs: Sequence[Output], next_offset: int) -> None:
-        """Start the transaction of one batch of ``tp``, after the previous ones of ``tp``.
+        """Send one batch of ``tp``: its outputs, then ``next_offset`` as the group's offset,
+        in ``tp``'s next transaction (with the batches that come while the current one runs).
 
-        Returns once it is started (or, with :attr:`max_in_flight` open, once the oldest has
-        ended); :meth:`wait` or a later submit raises a failure that is not Kafka's. A batch
-        of a partition this worker does not own is dropped (counted): its offset is not
+        Returns at once, unless :attr:`max_waiting` outputs of ``tp`` are waiting already;
+        :meth:`wait` or a later submit raises a failure that is not Kafka's. A batch of a
+        partition this worker does not own is dropped (counted): its offset is not
         committed, so its records come again to the owner.
         """
         self.raise_failure()
@@ -149,30 +155,37 @@ class Transactions:
         if key not in self._owned:
             self.dropped += 1
             return
-        tails = self._tails.setdefault(key, deque())
-        while len(tails) >= self.max_in_flight:
-            await asyncio.gather(tails.popleft(), return_exceptions=True)
-        prev = tails[-1] if tails else None
-        tails.append(asyncio.ensure_future(self._run(key, prev, list(outputs), next_offset)))
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = _Lane()
+        while lane.task is not None and len(lane.outputs) >= self.max_waiting:
+            await lane.taken.wait()
+        lane.outputs.extend(outputs)
+        lane.next_offset = next_offset
+        if lane.task is None:
+            lane.task = asyncio.ensure_future(self._drain(key, lane))
 
     async def wait(self) -> None:
         """Wait for every transaction in flight; raise a failure that is not Kafka's."""
-        tails = [t for q in self._tails.values() for t in q]
-        for q in self._tails.values():
-            q.clear()
-        if tails:
+        while tails := [lane.task for lane in self._lanes.values() if lane.task is not None]:
             await asyncio.gather(*tails, return_exceptions=True)
         self.raise_failure()
+
+    async def _drain(self, tp: TopicPartition, lane: _Lane) -> None:
+        """Run ``tp``'s transactions until no batch is waiting."""
+        try:
+            while lane.next_offset is not None:
+                outputs, next_offset = lane.take()
+                await self._run(tp, outputs, next_offset)
+        finally:
+            lane.task = None
 
     def raise_failure(self) -> None:
         failure, self._failure = self._failure, None
         if failure is not None:
             raise failure
 
-    async def _run(self, tp: TopicPartition, prev: asyncio.Task[None] | None,
-                   outputs: list[Output], next_offset: int) -> None:
-        if prev is not None:
-            await asyncio.gather(prev, return_exceptions=True)
+    async def _run(self, tp: TopicPartition, outputs: list[Output], next_offset: int) -> None:
         delay, uncertain = 0.1, False
         while True:
             if tp not in self._owned:  # revoked, or fenced
@@ -231,6 +244,29 @@ class Transactions:
             await _quiet_abort(producer)
             raise
         await producer.commit_transaction()
+
+
+class _Lane:
+    """One partition's transactions: the running one (``task``), and what waits for the next."""
+
+    __slots__ = ("next_offset", "outputs", "taken", "task")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Future[None] | None = None
+        self.outputs: list[Output] = []
+        #: the offset after the last batch waiting (None: none is)
+        self.next_offset: int | None = None
+        #: set each time the waiting batches are taken into a transaction
+        self.taken = asyncio.Event()
+
+    def take(self) -> tuple[list[Output], int]:
+        """The waiting batches' outputs, and the offset after the last of them."""
+        assert self.next_offset is not None
+        outputs, next_offset = self.outputs, self.next_offset
+        self.outputs, self.next_offset = [], None
+        self.taken.set()
+        self.taken.clear()
+        return outputs, next_offset
 
 
 class _NotOwned(Exception):
