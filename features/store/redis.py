@@ -21,6 +21,11 @@ is bounded by :data:`CONNECT_TIMEOUT_S`; TCP keepalive (plus ``TCP_USER_TIMEOUT`
 drops idle pooled connections to a host that is gone. A killed server closes the connection,
 which fails at once.
 
+Packing: redis-py packs a command by re-joining its growing buffer once per argument (up to
+6 KB copied per argument) after a generic encoder call; a commit of 500 events has ~3,000
+arguments. :class:`_FastPacking` packs each argument once, into one ``b"".join`` (the same
+bytes on the wire, checked in its doctest), on the client's own connections.
+
 Errors: any ``RedisError``, and the deadline, become :class:`~stream_app.errors.ServiceError`
 (retriable).
 Retrying is safe: ``begin_batch`` only reads and every write is an overwrite. What a retry
@@ -36,6 +41,7 @@ from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import redis.asyncio as aredis
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
 from features.store.base import (
@@ -235,6 +241,8 @@ class RedisFeatureStore:
             options.update(socket_keepalive=True, socket_keepalive_options=keepalive_options())
         options.update(kwargs)
         client = aredis.Redis.from_url(url, decode_responses=False, **options)
+        pool = client.connection_pool  # TCP, TLS or unix, as the URL says; connects lazily
+        pool.connection_class = _fast_packing(pool.connection_class)
         return cls(client, namespace, deadline_s=deadline_s)
 
     # -- the contract -------------------------------------------------------
@@ -358,6 +366,48 @@ class RedisFeatureStore:
         except TimeoutError as exc:  # the deadline, not redis-py's own TimeoutError
             raise ServiceError(
                 f"redis feature store: no reply within {self._deadline_s} s") from exc
+
+
+class _FastPacking(AbstractConnection):
+    r"""A connection whose :meth:`pack_command` joins each argument once.
+
+    >>> from redis.asyncio.connection import Connection
+    >>> fast, plain = _fast_packing(Connection)(), Connection()
+    >>> args = ("EVALSHA", "abc", 2, "k:é", b"v\r\n", 3.5, -7)
+    >>> fast.pack_command(*args) == [b"".join(plain.pack_command(*args))]
+    True
+    >>> fast.pack_command("SCRIPT LOAD", b"return 1") == plain.pack_command("SCRIPT LOAD", b"return 1")
+    True
+    """
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        name = args[0]
+        if type(name) is not str or " " in name or self.encoder.encoding != "utf-8" \
+                or self.encoder.encoding_errors != "strict":
+            return super().pack_command(*args)  # "SCRIPT LOAD" and the like: split by redis-py
+        out = [b"*%d\r\n" % len(args)]
+        append, encode = out.append, self.encoder.encode
+        for arg in args:
+            t = type(arg)
+            if t is str:
+                arg = arg.encode()
+            elif t is not bytes:
+                arg = encode(arg)  # numbers as redis-py writes them; refuses what it refuses
+                if type(arg) is not bytes:
+                    arg = bytes(arg)
+            append(b"$%d\r\n%b\r\n" % (len(arg), arg))
+        return [b"".join(out)]
+
+
+_FAST_CLASSES: dict[type, type] = {}
+
+
+def _fast_packing(base: type) -> type:
+    """``base`` (redis-py's ``Connection``, ``SSLConnection``, ...) with :class:`_FastPacking`."""
+    fast = _FAST_CLASSES.get(base)
+    if fast is None:
+        fast = _FAST_CLASSES[base] = type(f"FastPacking{base.__name__}", (_FastPacking, base), {})
+    return fast
 
 
 def _join_reply(
