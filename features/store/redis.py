@@ -102,6 +102,8 @@ for i = 1, nw do
   redis.call('SET', KEYS[i], ARGV[8 + i], 'EX', ttl)
 end
 local out, freed = {}, 0
+-- every parked label is in the index: with none parked, no snapshot has a label to take
+if nl > 0 and redis.call('EXISTS', zkey) == 0 then nl = 0 end
 for i = 1, nl do
   local label = redis.call('GETDEL', KEYS[nw + i])
   if label then
