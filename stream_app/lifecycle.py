@@ -287,11 +287,14 @@ class ModelKeeper:
         if prod.version != engine.model.version:
             log.info("model %r: production is now v%s (was v%s); swapping", self.name,
                      prod.version, engine.model.version)
-            await self._serve(prod, restore=False)
+            # between two batches of labels: a batch gives the loop back while it learns
+            # (``pipeline.engine.LEARN_SLICE_S``), and must not be learned half by each model
+            async with engine.learn_lock:
+                await self._serve(prod, restore=False)
+                if self.learner:
+                    engine.challenger = None
+                    engine.learns_since_snapshot = 0
             self.swaps += 1
-            if self.learner:
-                engine.challenger = None
-                engine.learns_since_snapshot = 0
             self._publish_state()
             return out
         if self.learner:

@@ -157,3 +157,40 @@ async def test_a_huge_malformed_event_is_dead_lettered_in_a_record_the_broker_ac
     assert (d["reason"], d["offset"], d["payload_truncated_from"]) == ("invalid_json", 7, 900_000)
     assert base64.b64decode(d["payload"]) == raw[:len(base64.b64decode(d["payload"]))]
     assert [orjson.loads(v)["event_id"] for t, _, v in outs if t == "predictions"] == ["after"]
+
+
+async def test_a_slow_model_gives_the_loop_back_while_it_learns_a_batch(engine: Engine,
+                                                                        monkeypatch) -> None:
+    """Scoring shares the event loop with learning: a batch of labels for a slow model yields
+    between learns, so the events agent is never held for the whole batch."""
+    from stream_app.pipeline.engine import LEARN_SLICE_S
+
+    n = 24
+    await engine.process_events([rec(i, event(f"e{i}", v=float(i))) for i in range(n)])
+    engine.learning_enabled = True
+    trace: list[str] = []
+    learn = engine.model.learn_one
+
+    def slow_learn(x, y=None) -> None:
+        time.sleep(LEARN_SLICE_S / 4)  # a forest of many trees takes this long per label
+        trace.append("learn")
+        learn(x, y)
+
+    monkeypatch.setattr(engine.model, "learn_one", slow_learn)
+    learning = True
+
+    async def other_work() -> None:  # what the events agent would do meanwhile
+        while learning:
+            trace.append("other")
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_work())
+    try:
+        await engine.process_labels([rec(i, label(f"e{i}", i % 2 == 0), "labels")
+                                     for i in range(n)])
+    finally:
+        learning = False
+        await other
+    learns = [i for i, what in enumerate(trace) if what == "learn"]
+    assert len(learns) == n and engine.metrics.learned == n
+    assert "other" in trace[learns[0]:learns[-1]]  # it ran between two learns of the batch

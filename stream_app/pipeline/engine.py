@@ -59,6 +59,9 @@ log = logging.getLogger(__name__)
 _LABEL_POLL_S = 0.05
 #: holds in a row that met no event before holding turns off for a while
 _FRUITLESS_HOLDS = 3
+#: learning gives the event loop back at least this often (scoring shares the loop: a slow
+#: model's batch of labels would otherwise hold every prediction for as long as it learns)
+LEARN_SLICE_S = 0.02
 
 
 class Engine:
@@ -226,8 +229,12 @@ class Engine:
             out.extend(observe(x, features, score=score, timestamp=ts))
         if self.model.kind == "anomaly" and learner and scored:
             async with self.learn_lock:  # a checkpoint may be pickling the model
+                yield_at = time.perf_counter() + LEARN_SLICE_S
                 for x in scored:
                     self.model.learn_one(x, None)
+                    if time.perf_counter() >= yield_at:
+                        await asyncio.sleep(0)
+                        yield_at = time.perf_counter() + LEARN_SLICE_S
                 self.metrics.learned += len(scored)
                 self.learns_since_snapshot += len(scored)
             self.drift.observe_learns(self.metrics.learned)
@@ -364,10 +371,12 @@ class Engine:
                 rounds.append(labels)
             labels[parsed.event_id] = (parsed, rec.value or b"", rec)
         ledger = self.ledger
+        clock = time.perf_counter
         for labels in rounds:
             joined = await self._join(
                 {eid: raw for eid, (_, raw, _) in labels.items()},
                 {eid: _position(rec) for eid, (_, _, rec) in labels.items()})
+            yield_at = clock() + LEARN_SLICE_S
             for eid, (label, _, rec) in labels.items():
                 status, snap = joined[eid]
                 if status == REDELIVERED and not ledger.consumed(rec.partition, rec.offset):
@@ -375,6 +384,9 @@ class Engine:
                     self.metrics.labels_relearned += 1
                 if status == JOINED and snap is not None:
                     out.extend(self._learn(label, snap))
+                    if clock() >= yield_at:  # between two learns the model is whole
+                        await asyncio.sleep(0)
+                        yield_at = clock() + LEARN_SLICE_S
                 elif status in (DUPLICATE, REDELIVERED):
                     self.metrics.labels_duplicate += 1
                 elif status == EXPIRED:
