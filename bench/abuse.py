@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import orjson  # noqa: E402
 import psutil  # noqa: E402
 import redis.asyncio as aredis  # noqa: E402
+from benchlib import drop_redis_keys  # noqa: E402
 
 from features.store.redis import RedisFeatureStore  # noqa: E402
 from stream_app.pipeline.engine import Engine  # noqa: E402
@@ -134,7 +135,7 @@ async def run_workload(kind: str, redis_url: str, args: argparse.Namespace) -> d
         "categories_learned": engine.schema.categories_learned,
         "model_inputs": len(scaler.counts) if scaler is not None else None,
     }
-    await _drop_namespace(redis_url, settings.feature_store_namespace)
+    await drop_redis_keys(redis_url, f"stream:{settings.feature_store_namespace}:*", chunk=10_000)
     await engine.aclose()
     return result
 
@@ -168,24 +169,9 @@ async def labels_flood(redis_url: str, n: int) -> dict[str, Any]:
                 "bytes_per_parked": (after - before) / max(1, counts.get("parked", 0)),
                 "seconds": seconds}
     finally:
-        await _drop_namespace(redis_url, ns)
+        await drop_redis_keys(redis_url, f"stream:{ns}:*", chunk=10_000)
         await r.aclose()
         await store.aclose()
-
-
-async def _drop_namespace(redis_url: str, namespace: str) -> None:
-    r = aredis.Redis.from_url(redis_url)
-    try:
-        batch = []
-        async for key in r.scan_iter(match=f"stream:{namespace}:*", count=10_000):
-            batch.append(key)
-            if len(batch) >= 10_000:
-                await r.unlink(*batch)
-                batch.clear()
-        if batch:
-            await r.unlink(*batch)
-    finally:
-        await r.aclose()
 
 
 def _mib(n: float) -> str:

@@ -537,21 +537,26 @@ async def cleanup(settings: Settings, tag: str, app_ids: Sequence[str]) -> None:
     finally:
         await admin.close()
     if settings.store_url.startswith(("redis://", "rediss://", "unix://")):
-        import redis.asyncio as aredis
+        for app_id in app_ids:
+            await drop_redis_keys(settings.store_url, f"stream:{app_id}:*")
 
-        r = aredis.Redis.from_url(settings.store_url)
-        try:
-            for app_id in app_ids:
-                batch = []
-                async for key in r.scan_iter(match=f"stream:{app_id}:*", count=5000):
-                    batch.append(key)
-                    if len(batch) >= 5000:
-                        await r.unlink(*batch)
-                        batch.clear()
-                if batch:
-                    await r.unlink(*batch)
-        finally:
-            await r.aclose()
+
+async def drop_redis_keys(redis_url: str, match: str, chunk: int = 5000) -> None:
+    """Unlink every key matching ``match`` (SCAN, then UNLINK ``chunk`` keys at a time)."""
+    import redis.asyncio as aredis
+
+    r = aredis.Redis.from_url(redis_url)
+    try:
+        batch = []
+        async for key in r.scan_iter(match=match, count=chunk):
+            batch.append(key)
+            if len(batch) >= chunk:
+                await r.unlink(*batch)
+                batch.clear()
+        if batch:
+            await r.unlink(*batch)
+    finally:
+        await r.aclose()
 
 
 # -- statistics -------------------------------------------------------------------------------

@@ -101,6 +101,5 @@ async def _learner_count(settings, expected: int, timeout_s: float = 90.0) -> in
 
     await collect(settings, contract.METRICS, until=caught_up, timeout_s=timeout_s)
     await asyncio.sleep(3)  # a second learn of anything would show in the next snapshots
-    await collect(settings, contract.METRICS, until=lambda rs: caught_up(rs) and False,
-                  timeout_s=3)
+    caught_up(await collect(settings, contract.METRICS, until=lambda rs: False, timeout_s=3))
     return latest
