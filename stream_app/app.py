@@ -181,8 +181,15 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> StreamApp
 
     async def metrics_record() -> None:
         consumer = app.consumer
+        txn = app.transactions
+        # exactly once commits in the batches' transactions, which Faust does not see
+        committed = txn.committed_offsets if txn is not None else \
+            consumer._committed_offset  # noqa: SLF001
         app.engine.metrics.lag({(tp.topic, tp.partition): consumer.highwater(tp)
-                                for tp in consumer.assignment()})
+                                for tp in consumer.assignment()},
+                               committed={(tp.topic, tp.partition): offset
+                                          for tp, offset in committed.items()
+                                          if offset is not None})
         snap = app.engine.metrics.snapshot()
         await send_all([(settings.topic(contract.METRICS), settings.app_id.encode(),
                          orjson.dumps(snap))])

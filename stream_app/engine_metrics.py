@@ -37,6 +37,9 @@ class EngineMetrics:
         #: next offset to process, per (topic, partition), and records behind the high water
         self.positions: dict[tuple[str, int], int] = {}
         self.consumer_lag: dict[str, int] = {}
+        #: records behind the high water mark from the group's committed offsets, per topic:
+        #: what a restart would replay, and what Kafka's group tooling shows as lag
+        self.committed_lag: dict[str, int] = {}
         self.dead_letters: Counter[str] = Counter()
         self.labels_received = 0
         self.labels_joined = 0
@@ -77,15 +80,20 @@ class EngineMetrics:
         if offset >= self.positions.get(key, 0):
             self.positions[key] = offset + 1
 
-    def lag(self, highwaters: dict[tuple[str, int], int]) -> None:
-        """Records behind the high water mark, summed per topic (partitions this worker has
-        not consumed from yet have no known position and are left out).
+    def lag(self, highwaters: dict[tuple[str, int], int],
+            committed: dict[tuple[str, int], int] | None = None) -> None:
+        """Records behind the high water mark, summed per topic, from this worker's position
+        (``consumer_lag``) and from the group's ``committed`` offsets (``committed_lag``).
+        Partitions without a known position, or committed offset, are left out.
 
         >>> m = EngineMetrics(model="m", model_version="1")
         >>> m.consumed("events", 0, 9); m.lag({("events", 0): 25, ("events", 1): 3})
         >>> m.consumed("labels", 0, 0); m.lag({("events", 0): 25, ("labels", 0): None})
         >>> m.consumer_lag
         {'events': 15}
+        >>> m.lag({("events", 0): 25, ("events", 1): 3}, committed={("events", 0): 7})
+        >>> m.committed_lag
+        {'events': 18}
         """
         lag: dict[str, int] = {}
         for (topic, partition), hw in highwaters.items():
@@ -94,6 +102,13 @@ class EngineMetrics:
                 continue
             lag[topic] = lag.get(topic, 0) + max(0, hw - pos)
         self.consumer_lag = lag
+        if committed is not None:
+            behind: dict[str, int] = {}
+            for (topic, partition), hw in highwaters.items():
+                done = committed.get((topic, partition))
+                if done is not None and hw is not None and hw >= 0:
+                    behind[topic] = behind.get(topic, 0) + max(0, hw - done)
+            self.committed_lag = behind
 
     def dead_letter(self, reason: str) -> None:
         self.dead_letters[reason] += 1
@@ -132,6 +147,7 @@ class EngineMetrics:
                 "per_s": self.events_per_s,
             },
             "consumer_lag": dict(self.consumer_lag),
+            "committed_lag": dict(self.committed_lag),
             "dead_letters": dict(self.dead_letters),
             "labels": {
                 "received": self.labels_received,

@@ -84,6 +84,8 @@ class Transactions:
         self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
         #: per partition: its running transaction and the batches waiting for the next
         self._lanes: dict[TopicPartition, _Lane] = {}
+        #: per owned partition, the offset its last transaction committed
+        self.committed_offsets: dict[TopicPartition, int] = {}
         #: batches made visible; dropped (the partition is not this worker's); retried
         self.committed = 0
         self.dropped = 0
@@ -128,6 +130,8 @@ class Transactions:
             for task in late:
                 task.cancel()  # not committed: the next owner aborts them and replays
         self._owned.difference_update(gone)
+        for tp in gone:
+            self.committed_offsets.pop(tp, None)
         await asyncio.gather(*(_quiet_stop(p) for tp in gone
                                if (p := self._producers.pop(tp, None)) is not None))
 
@@ -197,9 +201,11 @@ class Transactions:
                     # the failed attempt did commit (its answer was lost): the new producer's
                     # start completed it, and the offset says so
                     self.committed += 1
+                    self.committed_offsets[tp] = next_offset
                     return
                 await self._transaction(producer, tp, outputs, next_offset)
                 self.committed += 1
+                self.committed_offsets[tp] = next_offset
                 return
             except _NotOwned:
                 continue

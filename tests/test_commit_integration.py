@@ -17,7 +17,7 @@ from aiokafka import TopicPartition
 from stream_app import contract
 from stream_app.kafka_io import ensure_topics, make_consumer
 from tests.conftest import WorkerProcess, make_settings
-from tests.kafka_helpers import collect, event, label, produce
+from tests.kafka_helpers import collect, event, label, latest_metrics, produce
 
 pytestmark = [pytest.mark.integration]
 
@@ -64,6 +64,11 @@ async def test_the_offsets_of_delivered_batches_are_committed(_service_urls, tmp
             if all(committed.get(k, -1) >= v for k, v in expected.items()):
                 break
             await asyncio.sleep(0.5)
+        # and the worker reports that nothing is left uncommitted (lag from committed offsets)
+        metrics = await latest_metrics(settings, until=lambda m: m.get("committed_lag") == {
+            settings.topic(contract.EVENTS): 0, settings.topic(contract.LABELS): 0},
+            timeout_s=30)
     finally:
         worker.stop()
     assert {k: committed.get(k) for k in expected} == expected
+    assert metrics["consumer_lag"] == metrics["committed_lag"]
