@@ -192,6 +192,61 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     embedded=args.embedded)
 
 
+# -- offline --------------------------------------------------------------------------------
+def cmd_offline_sink(args: argparse.Namespace) -> int:
+    import signal
+
+    from stream_app.offline.sink import Sink
+
+    settings = _settings(args)
+    _setup_logging(settings.log_level)
+    sink = Sink(settings)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await sink.run(stop, idle_exit_s=args.idle_exit)
+
+    _run(run())
+    print(orjson.dumps(sink.written).decode())
+    return 0
+
+
+def cmd_dataset(args: argparse.Namespace) -> int:
+    from stream_app.offline.dataset import build, write_dataset
+    from stream_app.offline.store import OfflineStore
+
+    settings = _settings(args)
+    _setup_logging("warning")
+    _check_dates(args.from_date, args.to_date)
+    if args.rebuild:
+        from stream_app.offline.rebuild import rebuild_dataset
+
+        table, counts = _run(rebuild_dataset(  # type: ignore[misc]
+            settings, from_date=args.from_date, to_date=args.to_date, model=args.model))
+    else:
+        table, counts = build(OfflineStore(settings.offline_url), from_date=args.from_date,
+                              to_date=args.to_date, model=args.model,
+                              horizon_s=settings.label_horizon_s)
+    meta = {"from": args.from_date, "to": args.to_date, "model": args.model,
+            "rebuilt": bool(args.rebuild), "counts": counts, "store": settings.offline_url}
+    digest = write_dataset(table, args.out, meta)
+    print(orjson.dumps(counts | {"out": args.out, "sha256": digest}).decode())
+    return 0
+
+
+def _check_dates(*dates: str) -> None:
+    import datetime as dt
+
+    for d in dates:
+        try:
+            dt.date.fromisoformat(d)
+        except ValueError:
+            raise ConfigError(f"not a date (YYYY-MM-DD): {d!r}") from None
+
+
 # -- parser ---------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -267,6 +322,24 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("name", nargs="?", help="model name (show: NAME or NAME@VERSION)")
     m.add_argument("version", nargs="?")
     m.set_defaults(func=cmd_models)
+
+    o = command("offline-sink", "write the feature-log topic to the offline store (Parquet)")
+    o.add_argument("--idle-exit", type=float, metavar="SECONDS",
+                   help="stop once everything is written and nothing came for this long")
+    o.set_defaults(func=cmd_offline_sink)
+
+    ds = command("dataset", "point-in-time training sets from the offline store")
+    ds.add_argument("action", choices=["build"])
+    ds.add_argument("--from", dest="from_date", required=True, metavar="DATE",
+                    help="first event date, YYYY-MM-DD (UTC)")
+    ds.add_argument("--to", dest="to_date", required=True, metavar="DATE",
+                    help="last event date, YYYY-MM-DD (UTC, inclusive)")
+    ds.add_argument("--model", help="only this model's scored events")
+    ds.add_argument("--out", required=True, metavar="FILE.parquet")
+    ds.add_argument("--rebuild", action="store_true",
+                    help="recompute the features from the events topic's history (same "
+                         "aggregate code), joined with the logged labels")
+    ds.set_defaults(func=cmd_dataset)
 
     d = command("demo", "the one-command tour on the embedded pair")
     d.add_argument("--limit", type=int, help="events to replay (default: all of phishing)")
