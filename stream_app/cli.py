@@ -177,7 +177,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     needed = {"show": 1, "promote": 2, "rollback": 1, "challenge": 1}.get(args.action, 0)
     if len(extra) < needed:
         raise ConfigError(f"models {args.action} needs {'NAME VERSION' if needed == 2 else 'NAME'}")
-    result = _run(registry_call(settings, args.action, *extra))
+    result = _run(registry_call(settings, args.action, *extra, force=args.force))
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     if args.action == "verify":
         return 0 if all(r["ok"] for r in result) else 1  # type: ignore[union-attr]
@@ -234,6 +234,22 @@ def cmd_dataset(args: argparse.Namespace) -> int:
             "rebuilt": bool(args.rebuild), "counts": counts, "store": settings.offline_url}
     digest = write_dataset(table, args.out, meta)
     print(orjson.dumps(counts | {"out": args.out, "sha256": digest}).decode())
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from stream_app.offline.train import load_split, model_settings, register, train
+
+    settings = _settings(args)
+    _setup_logging("warning")
+    if args.holdout_from:
+        _check_dates(args.holdout_from)
+    conf = model_settings(args.model, settings.model)
+    split = load_split(args.dataset, holdout_from=args.holdout_from,
+                       fraction=settings.offline.holdout_fraction)
+    result = train(split, conf)
+    registered = _run(register(settings, result, conf))
+    print(orjson.dumps(registered, option=orjson.OPT_INDENT_2).decode())
     return 0
 
 
@@ -321,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       "challenge"])
     m.add_argument("name", nargs="?", help="model name (show: NAME or NAME@VERSION)")
     m.add_argument("version", nargs="?")
+    m.add_argument("--force", action="store_true",
+                   help="promote: even if a version trained offline does not beat production "
+                        "on its holdout")
     m.set_defaults(func=cmd_models)
 
     o = command("offline-sink", "write the feature-log topic to the offline store (Parquet)")
@@ -340,6 +359,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="recompute the features from the events topic's history (same "
                          "aggregate code), joined with the logged labels")
     ds.set_defaults(func=cmd_dataset)
+
+    tr = command("train", "train a model on a data set, evaluate it on a time-based holdout, "
+                          "register it as a staging version")
+    tr.add_argument("--dataset", required=True, metavar="FILE.parquet",
+                    help="from `stream-app dataset build`")
+    tr.add_argument("--model", metavar="SPEC",
+                    help="a TOML file's [model] table or inline JSON (default: the configured "
+                         "model)")
+    tr.add_argument("--holdout-from", metavar="DATE",
+                    help="evaluate on the events from this UTC date on (default: the last "
+                         "offline.holdout_fraction of the rows by event time)")
+    tr.set_defaults(func=cmd_train)
 
     d = command("demo", "the one-command tour on the embedded pair")
     d.add_argument("--limit", type=int, help="events to replay (default: all of phishing)")

@@ -161,3 +161,82 @@ def test_dataset_build_gives_the_labelled_set(ran) -> None:
     assert report2["labelled"] == N
     assert read_dataset(rebuilt).column("event_id").to_pylist() == \
         table.column("event_id").to_pylist()
+
+
+@pytest.fixture(scope="module")
+def dataset(ran) -> Path:
+    out = ran["tmp"] / "set.parquet"
+    cli(ran["settings"], "dataset", "build", "--from", "2023-11-14", "--to", "2023-11-15",
+        "--out", str(out))
+    return out
+
+
+def _spec(lr: float) -> str:
+    return json.dumps({"name": "fraud", "steps": [
+        {"name": "StandardScaler"},
+        {"name": "LogisticRegression", "params": {"optimizer": {"name": "SGD", "lr": lr},
+                                                  "l2": 0.0001}}]})
+
+
+def test_train_registers_a_staging_version_as_good_as_progressive_validation(ran,
+                                                                             dataset) -> None:
+    from river import evaluate, metrics
+
+    from models.spec import build_model
+
+    settings = ran["settings"]
+    registered = json.loads(cli(settings, "train", "--dataset", str(dataset)).stdout)
+    assert registered["stage"] == "staging" and registered["model"] == "fraud"
+    holdout = registered["holdout"]
+    assert {"accuracy", "precision", "recall", "auc", "log_loss", "latency_us"} <= set(holdout)
+    table = read_dataset(dataset)
+    xs = [dict(x) for x in table.column("x").to_pylist()]
+    ys = table.column("y").to_pylist()
+    pvs = evaluate.progressive_val_score(dataset=zip(xs, ys, strict=True),
+                                         model=build_model(settings.model).pipeline,
+                                         metric=metrics.Accuracy())
+    print(f"holdout accuracy {holdout['accuracy']:.4f}, progressive {pvs.get():.4f}")
+    assert abs(holdout["accuracy"] - pvs.get()) <= 0.01
+    shown = json.loads(cli(settings, "models", "show",
+                           f"fraud@{registered['version']}").stdout)
+    snap = shown["snapshots"][registered["version"]][-1]
+    training = snap["metrics"]["training"]
+    assert snap["data_hash"] == training["dataset_sha256"] and snap["checkpoint_size"] > 0
+    assert snap["dependencies"]["river"] and training["train_rows"] + \
+        training["holdout_rows"] == N
+    assert shown["versions"][0]["stage"] == "staging"
+
+
+async def test_a_worse_model_is_not_promoted_and_a_worker_starts_from_a_trained_one(
+        ran, dataset) -> None:
+    settings = ran["settings"]
+    good = json.loads(cli(settings, "train", "--dataset", str(dataset), "--model",
+                          _spec(0.01)).stdout)
+    bad = json.loads(cli(settings, "train", "--dataset", str(dataset), "--model",
+                         _spec(1e-7)).stdout)
+    assert bad["holdout"]["accuracy"] < good["holdout"]["accuracy"]
+    cli(settings, "models", "promote", "fraud", good["version"], "--force")
+    refused = cli(settings, "models", "promote", "fraud", bad["version"], check=False)
+    assert refused.returncode == 2 and "not promoted" in refused.stderr, refused.stderr
+    prod = [v for v in json.loads(cli(settings, "models", "list").stdout)["fraud"]
+            if v["stage"] == "production"]
+    assert [v["version"] for v in prod] == [good["version"]]
+    # the other way round: the better one beats the worse on the same holdout
+    cli(settings, "models", "promote", "fraud", bad["version"], "--force")
+    accepted = json.loads(cli(settings, "models", "promote", "fraud", good["version"]).stdout)
+    assert accepted["to_stage"] == "production"
+    assert accepted["evidence"]["candidate"]["accuracy"] > \
+        accepted["evidence"]["production"]["accuracy"]
+    # cold start: a worker's model keeper serves the trained snapshot, learned count and all
+    from stream_app.lifecycle import ModelKeeper
+    from stream_app.pipeline.engine import Engine
+
+    engine = Engine(settings)
+    keeper = ModelKeeper(settings, engine)
+    await keeper.start()
+    try:
+        assert engine.model.version == good["version"]
+        assert engine.snapshot_id == good["snapshot"]
+        assert engine.metrics.learned == N - good["holdout"]["rows"]
+    finally:
+        await keeper.registry.aclose()

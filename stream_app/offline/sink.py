@@ -143,6 +143,9 @@ class Sink:
         """Until ``stop`` (or, with ``idle_exit_s``, once nothing came for that long and all
         is written): flushes and commits what it holds before returning."""
         conf = self.settings.offline
+        swept = await asyncio.to_thread(self.store.sweep)
+        if swept:
+            log.info("offline sink: deleted %d temporary files left by a crash", swept)
         await ensure_topics(self.settings, [contract.FEATURE_LOG, contract.DEAD_LETTERS])
         consumer = make_consumer(self.settings, group_id=f"{self.settings.app_id}.offline-sink",
                                  from_beginning=True, enable_auto_commit=False,

@@ -174,6 +174,24 @@ class OfflineStore:
             out.append(info.path)
         return sorted(out)
 
+    def temp_files(self) -> list[pafs.FileInfo]:
+        """Temporary files left by writers that died mid-write (readers never see them)."""
+        if self.fs.get_file_info(self.root).type == pafs.FileType.NotFound:
+            return []
+        return [i for i in self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True))
+                if i.type == pafs.FileType.File and i.base_name.startswith(".")
+                and i.base_name.endswith(".tmp")]
+
+    def sweep(self, older_than_s: float = 3600.0) -> int:
+        """Delete temporary files older than ``older_than_s`` (a live writer's are younger)."""
+        import time
+
+        old = [i for i in self.temp_files()
+               if i.mtime is not None and time.time() - i.mtime.timestamp() > older_than_s]
+        for info in old:
+            self.fs.delete_file(info.path)
+        return len(old)
+
     def read(self, kind: str, *, from_date: str | None = None, to_date: str | None = None,
              model: str | None = None, columns: Sequence[str] | None = None) -> pa.Table:
         """Every row of ``kind`` in the dates and model, one per ``event_id``."""
