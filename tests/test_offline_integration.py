@@ -65,7 +65,8 @@ async def sink_until(settings: Settings, done: Any, timeout_s: float = 120.0) ->
     task = asyncio.ensure_future(sink.run(stop))
     try:
         deadline = time.monotonic() + timeout_s
-        while not done(sink.store) and time.monotonic() < deadline and not task.done():
+        while not done(sink.store) and time.monotonic() < deadline \
+                and not task.done():  # noqa: ASYNC110 (polls files on disk, bounded)
             await asyncio.sleep(0.5)
     finally:
         stop.set()
