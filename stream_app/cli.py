@@ -10,9 +10,10 @@ import argparse
 import asyncio
 import logging
 import sys
-from typing import Any
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -253,6 +254,53 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict_batch(args: argparse.Namespace) -> int:
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from stream_app.errors import ServiceError
+    from stream_app.offline.batch import load_model, predict_file, redis_writer
+
+    settings = _settings(args)
+    _setup_logging("warning")
+    src, dst = Path(args.input), Path(args.output)
+    if not src.is_file():
+        raise ConfigError(f"no such input file: {src}")
+    model, snapshot_id = _run(load_model(settings, args.model))  # type: ignore[misc]
+    to_redis = redis_writer(settings) if args.to_redis else None
+    columns = [TextColumn("scoring"), BarColumn(), TaskProgressColumn(),
+               TextColumn("{task.fields[rows]:,} rows, {task.fields[rate]:,.0f} rows/s"),
+               TimeRemainingColumn()]
+    with Progress(*columns, console=None, transient=False, disable=args.no_progress) as bar:
+        task = bar.add_task("scoring", total=src.stat().st_size, rows=0, rate=0.0)
+        start, seen = time.perf_counter(), 0
+
+        def progress(rows: int, nbytes: int) -> None:
+            nonlocal seen
+            seen += rows
+            bar.update(task, advance=nbytes, rows=seen,
+                       rate=seen / max(1e-9, time.perf_counter() - start))
+
+        try:
+            report = predict_file(settings, model, snapshot_id, src, dst, on_progress=progress,
+                                  to_redis=to_redis)
+        except OSError as exc:
+            raise ConfigError(f"predict-batch: {exc}") from exc
+        except Exception as exc:
+            if type(exc).__module__.startswith("redis"):
+                raise ServiceError(f"--to-redis: {exc}") from exc
+            raise
+    print(orjson.dumps(report.as_dict() | {"model": model.name, "model_version": model.version,
+                                           "model_snapshot": snapshot_id,
+                                           "output": str(dst)}).decode())
+    return 0
+
+
 def _check_dates(*dates: str) -> None:
     import datetime as dt
 
@@ -371,6 +419,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="evaluate on the events from this UTC date on (default: the last "
                          "offline.holdout_fraction of the rows by event time)")
     tr.set_defaults(func=cmd_train)
+
+    pb = command("predict-batch", "score a file of events with a registered model (streams; "
+                                  "never learns)")
+    pb.add_argument("--input", required=True, metavar="FILE", help=".jsonl or .parquet")
+    pb.add_argument("--output", required=True, metavar="FILE", help=".jsonl or .parquet; bad "
+                    "rows go to FILE.rejects.jsonl")
+    pb.add_argument("--model", metavar="NAME[@VERSION]",
+                    help="default: the configured model's production version")
+    pb.add_argument("--to-redis", action="store_true",
+                    help="also keep each entity's newest prediction in Redis")
+    pb.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pb.set_defaults(func=cmd_predict_batch)
 
     d = command("demo", "the one-command tour on the embedded pair")
     d.add_argument("--limit", type=int, help="events to replay (default: all of phishing)")
