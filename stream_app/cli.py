@@ -425,8 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--input", required=True, metavar="FILE", help=".jsonl or .parquet")
     pb.add_argument("--output", required=True, metavar="FILE", help=".jsonl or .parquet; bad "
                     "rows go to FILE.rejects.jsonl")
-    pb.add_argument("--model", metavar="NAME[@VERSION]",
-                    help="default: the configured model's production version")
+    pb.add_argument("--model", metavar="NAME[@VERSION[#SNAPSHOT]]",
+                    help="default: the configured model's production version, newest snapshot")
     pb.add_argument("--to-redis", action="store_true",
                     help="also keep each entity's newest prediction in Redis")
     pb.add_argument("--no-progress", action="store_true", help="no progress bar")

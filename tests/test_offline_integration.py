@@ -241,3 +241,46 @@ async def test_a_worse_model_is_not_promoted_and_a_worker_starts_from_a_trained_
         assert engine.metrics.learned == N - good["holdout"]["rows"]
     finally:
         await keeper.registry.aclose()
+
+
+async def test_predict_batch_equals_the_streams_predictions_for_the_same_snapshot(ran) -> None:
+    """A worker serving the promoted trained snapshot scores new events of new entities (no
+    labels: it learns nothing); predict-batch scores the same file with that version."""
+    import pyarrow.parquet as pq
+
+    settings, tmp = ran["settings"], ran["tmp"]
+    versions = json.loads(cli(settings, "models", "list").stdout)["fraud"]
+    prod = next(v["version"] for v in versions if v["stage"] == "production")
+    src = tmp / "batch.jsonl"
+    with src.open("wb") as f:
+        from stream_app.tools.datasets import synthetic
+
+        for k, item in enumerate(synthetic(seed=99, n=2000, step_s=0.5,
+                                           start=1_700_200_000.0)):
+            f.write(orjson.dumps(item.event | {"event_id": f"b{k}",
+                                               "entity_id": f"fresh-{k % 40}"}) + b"\n")
+    worker = WorkerProcess(settings, tmp / "worker-batch.log")
+    try:
+        await latest_metrics(settings, until=lambda m: m["learning_enabled"]
+                             and m["model_version"] == prod, timeout_s=90)
+        await replay(settings, str(src))
+        records = await collect(settings, contract.PREDICTIONS, timeout_s=120, until=lambda rs:
+                                sum(r.key.startswith(b"b") for r in rs) >= 2000)
+    finally:
+        assert worker.stop() == 0, worker.log()[-3000:]
+    stream = {p["event_id"]: p for p in map(orjson.loads, (r.value for r in records))
+              if p["event_id"].startswith("b")}
+    snapshots = {p["model_snapshot"] for p in stream.values()}
+    assert len(snapshots) == 1  # it learned nothing: one snapshot served them all
+    out = tmp / "batch.parquet"
+    report = json.loads(cli(settings, "predict-batch", "--input", str(src), "--output", str(out),
+                            "--model", f"fraud@{prod}#{snapshots.pop()}",
+                            "--no-progress").stdout)
+    assert report["predicted"] == 2000 and report["rejected"] == 0 and report["vectorised"]
+    batch = {r["event_id"]: r for r in pq.read_table(out).to_pylist()}
+    assert batch.keys() == stream.keys()
+    for eid, b in batch.items():
+        s = stream[eid]
+        assert (s["model_version"], s["model_snapshot"]) == (b["model_version"],
+                                                               b["model_snapshot"])
+        assert abs(s["score"] - b["score"]) < 1e-9 and s["predicted"] == b["predicted"]

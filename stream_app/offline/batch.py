@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.spec import compile_spec
-from models.metrics import decide
 from models.online import ModelOutputError, OnlineModel
 from stream_app.errors import ConfigError
 from stream_app.offline.vector import LinearScorer
@@ -110,15 +110,16 @@ def predict_file(settings: Settings, model: OnlineModel, snapshot_id: int, src: 
     tmp, rejects_path = dst.with_name(f".{dst.name}.tmp"), dst.with_name(dst.name + ".rejects.jsonl")
     writer = _Writer(tmp, dst.suffix)
     t0 = time.perf_counter()
+    parse, check = parse_event, schema.check
     with rejects_path.open("wb") as rejects:
         for chunk, nbytes in read_rows(src):
             events: list[Event] = []
             nums: list[int] = []
             for raw in chunk:
                 report.rows += 1
-                ev = parse_event(raw.rstrip(b"\r\n"), limits)
+                ev = parse(raw, limits)  # JSON allows the line's trailing newline
                 if not isinstance(ev, Rejection):
-                    ev = schema.check(ev.features) or ev
+                    ev = check(ev.features) or ev
                 if isinstance(ev, Rejection):
                     rejects.write(_reject(report.rows, ev.reason, ev.error, raw))
                     report.rejected += 1
@@ -127,24 +128,33 @@ def predict_file(settings: Settings, model: OnlineModel, snapshot_id: int, src: 
                 nums.append(report.rows)
             xs = featurizer.inputs([(e.entity_id, e.timestamp, e.features) for e in events],
                                    states)
-            scores = list(scorer.scores(xs)) if scorer is not None else \
-                [_score(model, x) for x in xs]
-            keep = [i for i, s in enumerate(scores) if s is not None]
-            for i in sorted(set(range(len(scores))) - set(keep)):
-                rejects.write(_reject(nums[i], "model_output", "the score is not finite",
-                                      orjson.dumps(events[i].features)))
-                report.rejected += 1
-            cols = {"event_id": [events[i].event_id for i in keep],
-                    "entity_id": [events[i].entity_id for i in keep],
-                    "model": [model.name] * len(keep), "model_version": [model.version] * len(keep),
-                    "model_snapshot": [snapshot_id] * len(keep),
-                    "score": [float(scores[i]) for i in keep],
-                    "predicted": [decide(scores[i], threshold) for i in keep],
-                    "event_timestamp": [events[i].timestamp for i in keep]}
+            if scorer is not None:
+                arr = scorer.scores(xs)
+                ok = np.isfinite(arr)
+                scores = [float(v) if f else None for v, f in zip(arr.tolist(), ok.tolist(),
+                                                                  strict=True)] \
+                    if not ok.all() else arr.tolist()
+            else:
+                scores = [_score(model, x) for x in xs]
+            keep = [i for i, v in enumerate(scores) if v is not None]
+            if len(keep) < len(scores):
+                for i in sorted(set(range(len(scores))) - set(keep)):
+                    rejects.write(_reject(nums[i], "model_output", "the score is not finite",
+                                          orjson.dumps(events[i].features)))
+                    report.rejected += 1
+                events = [events[i] for i in keep]
+                scores = [scores[i] for i in keep]
+            n = len(events)
+            cols = {"event_id": [e.event_id for e in events],
+                    "entity_id": [e.entity_id for e in events],
+                    "model": [model.name] * n, "model_version": [model.version] * n,
+                    "model_snapshot": [snapshot_id] * n, "score": scores,
+                    "predicted": [v > threshold for v in scores],  # models.metrics.decide
+                    "event_timestamp": [e.timestamp for e in events]}
             writer.write(pa.table(cols, schema=OUTPUT_SCHEMA))
             if to_redis is not None:
                 to_redis(cols)
-            report.predicted += len(keep)
+            report.predicted += n
             if on_progress is not None:
                 on_progress(len(chunk), nbytes)
     writer.close()
@@ -160,16 +170,20 @@ def _reject(row: int, reason: str, error: str, raw: bytes) -> bytes:
 
 async def load_model(settings: Settings, ref: str | None) -> tuple[OnlineModel, int]:
     """``NAME@VERSION`` (or ``NAME``: its production version; default: the configured model's)
-    from the registry: the newest snapshot that verifies, and its id."""
+    from the registry: the newest snapshot that verifies, or ``NAME@VERSION#SNAPSHOT`` that
+    one (the ``model_snapshot`` of a stream prediction), and its id."""
     from models.registry import open_registry
     from models.spec import ModelSettings, StepSettings, build_model
 
-    name, _, version = (ref or settings.model.name).partition("@")
+    ref, _, sid = (ref or settings.model.name).partition("#")
+    name, _, version = ref.partition("@")
+    if sid and not (sid.isdigit() and version):
+        raise ConfigError(f"--model {ref}#{sid}: expected NAME@VERSION#SNAPSHOT")
     reg = open_registry(settings.registry_url, key=settings.registry_key_bytes,
                         namespace=settings.app_id)
     try:
         info = await (reg.get_version(name, version) if version else reg.production(name))
-        state, snap = await reg.load_snapshot(name, info.version)
+        state, snap = await reg.load_snapshot(name, info.version, int(sid) if sid else None)
     finally:
         await reg.aclose()
     steps = tuple(StepSettings(**st) for st in info.spec.get("steps", ()))
