@@ -99,3 +99,30 @@ def test_flat_parquet_columns_are_the_features(tmp_path: Path) -> None:
         predict_file(settings, model, 0, tmp_path / f"{name}.parquet", tmp_path / f"{name}.out.parquet")
     assert pq.read_table(tmp_path / "flat.out.parquet").column("score").to_pylist() == \
         pq.read_table(tmp_path / "nested.out.parquet").column("score").to_pylist()
+
+
+@pytest.mark.integration
+def test_to_redis_keeps_each_entitys_newest_prediction(redis_url: str, tmp_path: Path) -> None:
+    import uuid
+
+    import redis
+
+    from stream_app.offline.batch import redis_writer
+
+    settings = load_settings(environ={}, redis_url=redis_url, app_id=f"batch-{uuid.uuid4().hex[:8]}")
+    model, _ = _trained([{"name": "StandardScaler"}, {"name": "LogisticRegression"}])
+    events = _events(300)
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    predict_file(settings, model, 2, src, tmp_path / "out.parquet", to_redis=redis_writer(settings))
+    scores = {r["event_id"]: r["score"] for r in pq.read_table(tmp_path / "out.parquet").to_pylist()}
+    newest = {e["entity_id"]: e["event_id"] for e in events}
+    client = redis.Redis.from_url(redis_url)
+    prefix = f"stream:{settings.feature_store_namespace}:prediction:"
+    try:
+        for entity, event_id in newest.items():
+            got = orjson.loads(client.get(prefix + entity))
+            assert got["event_id"] == event_id and got["score"] == scores[event_id]
+            assert 0 < client.ttl(prefix + entity) <= settings.label_horizon_s
+    finally:
+        client.delete(*[prefix + e for e in newest])

@@ -31,9 +31,11 @@ from typing import Any
 import orjson  # noqa: F401 (the doctest)
 import pyarrow as pa
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 
 from features.spec import compile_spec
 from stream_app import contract
+from stream_app.errors import ServiceError
 from stream_app.kafka_io import make_consumer
 from stream_app.offline.dataset import join
 from stream_app.offline.store import OfflineStore, day
@@ -50,6 +52,14 @@ _CHUNK = 500  # events featurized at once: the engine's batch size
 
 async def read_history(settings: Settings) -> dict[int, list[Record]]:
     """Every record of the events topic, per partition, in offset order (to the end now)."""
+    try:
+        return await _read_history(settings)
+    except KafkaError as exc:
+        raise ServiceError(f"cannot read the events topic at {settings.bootstrap_servers}: "
+                           f"{exc!r}") from exc
+
+
+async def _read_history(settings: Settings) -> dict[int, list[Record]]:
     name = settings.topic(contract.EVENTS)
     consumer = make_consumer(settings, isolation_level="read_committed")
     await consumer.start()
