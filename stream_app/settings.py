@@ -33,10 +33,12 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 from features.spec import AggregateSettings, FeatureSettings
 from models.spec import ModelSettings, StepSettings
 from stream_app.errors import ConfigError
+from stream_app.offline.settings import OfflineSettings
 
 #: the domain schemas live beside their domain; settings composes them
 __all__ = ["AggregateSettings", "DriftSettings", "FeatureSettings", "LabelSettings", "ModelSettings",
-           "PerformanceSettings", "Settings", "StepSettings", "WarmupSettings", "load_settings",
+           "OfflineSettings", "PerformanceSettings", "Settings", "StepSettings", "WarmupSettings",
+           "load_settings",
            "redact_url"]
 
 
@@ -260,11 +262,17 @@ class Settings(BaseSettings):
     #: start without one (the demo makes an ephemeral key)
     registry_key: SecretStr | None = None
 
+    # -- offline store ----------------------------------------------------------------
+    #: where the feature log's Parquet files live: ``file://PATH`` or any ``pyarrow.fs`` /
+    #: ``fsspec`` URL (``s3://bucket/prefix``, ...; see ``stream_app.offline.store``)
+    offline_url: str = "file://./offline"
+
     model: ModelSettings = ModelSettings()
     features: FeatureSettings = FeatureSettings()
     labels: LabelSettings = LabelSettings()
     drift: DriftSettings = DriftSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
+    offline: OfflineSettings = OfflineSettings()
 
     config_file: Path | None = None
 
@@ -285,6 +293,14 @@ class Settings(BaseSettings):
         if not v.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be redis://host:port/db, unix:///path or memory://")
         _check_redis_url(v)
+        return v
+
+    @field_validator("offline_url")
+    @classmethod
+    def _offline_url(cls, v: str) -> str:
+        scheme, sep, rest = v.partition("://")
+        if not sep or not scheme or not rest:
+            raise ValueError("must be a URL with a path: file://PATH, s3://bucket/prefix, ...")
         return v
 
     @field_validator("registry_url")

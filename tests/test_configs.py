@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,8 @@ class Run:
     snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
     emitted: int = 0
     other_topics: list[str] = field(default_factory=list)
+    #: feature-log records by kind (``features``: one per scored event; ``label``)
+    logged: Counter[str] = field(default_factory=Counter)
     metrics: dict[str, Any] = field(default_factory=dict)
 
     def scores(self) -> list[float]:
@@ -107,6 +110,9 @@ async def _replay(path: Path, mutate: Callable[[int, LabelledEvent], None] | Non
 
 def _collect(run: Run, out: list[tuple[str, bytes | None, bytes]]) -> None:
     for topic, _key, value in encode(out):
+        if topic == "feature-log":  # the offline store's copy, beside the prediction
+            run.logged[orjson.loads(value)["kind"]] += 1
+            continue
         run.emitted += 1
         if topic != "predictions":
             run.other_topics.append(f"{topic}: {value[:300]!r}")
@@ -146,6 +152,7 @@ async def test_config_serves_a_synthetic_stream(path: Path) -> None:
     ids = [it.event["event_id"] for it in run.items]
     assert run.other_topics == []  # no dead letters
     assert run.emitted == N_EVENTS  # exactly one prediction per event ...
+    assert run.logged["features"] == N_EVENTS  # ... and one feature-log record
     assert sorted(run.predictions) == sorted(ids)  # ... for every event
     assert {p["model"] for p in run.predictions.values()} == {run.settings.model.name}
     scores = run.scores()

@@ -45,7 +45,15 @@ from stream_app.engine_metrics import EngineMetrics
 from stream_app.pipeline.drift import DriftStage
 from stream_app.pipeline.featurize import Featurizer
 from stream_app.pipeline.labels import LabelLedger, to_target
-from stream_app.pipeline.records import DeadLetter, LabelBack, Output, Prediction, Record
+from stream_app.pipeline.records import (
+    DeadLetter,
+    FeatureLog,
+    LabelBack,
+    LabelLog,
+    Output,
+    Prediction,
+    Record,
+)
 from stream_app.pipeline.schema import Schema
 from stream_app.pipeline.shadow import Challenger, shadow_score
 from stream_app.settings import Settings
@@ -83,6 +91,9 @@ class Engine:
         self._t_dead = settings.topic(contract.DEAD_LETTERS)
         self._t_shadow = settings.topic(contract.PREDICTIONS_SHADOW)
         self._t_labels = settings.topic(contract.LABELS)
+        #: every scored event and joined label also goes to the feature log (offline store)
+        self._t_feature_log = settings.topic(contract.FEATURE_LOG) \
+            if settings.offline.enabled else None
         self._threshold = settings.model.threshold
         self._positive = {p.lower() for p in settings.model.positive_labels}
         self._seen_ttl = 2 * settings.label_horizon_s
@@ -274,7 +285,7 @@ class Engine:
         model = self.model
         sid, version, name, threshold = self.snapshot_id, model.version, model.name, \
             self._threshold
-        topic = self._t_predictions
+        topic, log_topic = self._t_predictions, self._t_feature_log
         latencies: list[float] = []
         scored: list[dict[str, float]] = []
         for (rec, ev), x in zip(batch, xs, strict=True):
@@ -296,7 +307,10 @@ class Engine:
                 if shadow is not None:
                     out.append(shadow)
                     snap["c"], snap["cv"] = shadow.score, shadow.model_version
-            snapshots[ev.event_id] = orjson.dumps(snap)
+            snapshots[ev.event_id] = snapshot = orjson.dumps(snap)
+            if log_topic is not None:  # the vector as scored, the learner's very bytes
+                out.append(FeatureLog(log_topic, ev.event_id, ev.entity_id, name, ev.timestamp,
+                                      snapshot))
             claims[ev.event_id] = _position(rec)
             scored.append(x)
             if drift_on:
@@ -326,6 +340,9 @@ class Engine:
                                   self.model.name, s["v"], s["s"],
                                   decide(s["s"], self._threshold), ev.timestamp, s["t"], s["l"],
                                   s.get("n", 0)))
+            if self._t_feature_log is not None:  # the first attempt's may not be visible
+                out.append(FeatureLog(self._t_feature_log, ev.event_id, ev.entity_id,
+                                      self.model.name, ev.timestamp, snap))
         return out
 
     def dead_letter(self, rec: Record, reason: str, error: str) -> DeadLetter:
@@ -457,9 +474,13 @@ class Engine:
         """Learn from the features as scored; measure the prediction made before learning."""
         s = orjson.loads(snap)
         y = to_target(label.label, self._positive)
-        self.metrics.label_joined(y, s["s"], self._threshold, delay_s=time.time() - s["t"])
+        now = time.time()
+        self.metrics.label_joined(y, s["s"], self._threshold, delay_s=now - s["t"])
+        logged: list[Output] = [] if self._t_feature_log is None else [LabelLog(
+            self._t_feature_log, label.event_id, self.model.name, s["v"], label.label, y,
+            label.timestamp, now)]
         if not self.learning_enabled or self.model.kind != "classifier":
-            return []
+            return logged
         x = s["x"]
         self.model.learn_one(x, y)
         self.metrics.learned += 1
@@ -470,7 +491,7 @@ class Engine:
         if challenger is not None:
             challenger.learn(x, y, champion_score=s["s"], score=s.get("c"), version=s.get("cv"),
                              threshold=self._threshold)
-        return self.drift.observe_label(y, s["s"], learned=self.metrics.learned)
+        return logged + self.drift.observe_label(y, s["s"], learned=self.metrics.learned)
 
 
 class _Signal:

@@ -144,8 +144,11 @@ def _registry(settings: Settings) -> Any:
                          namespace=settings.app_id)
 
 
-async def registry_call(settings: Settings, action: str, *args: str) -> Any:
-    """Run one registry action (``models`` CLI): list, show, promote, rollback, verify."""
+async def registry_call(settings: Settings, action: str, *args: str, force: bool = False) -> Any:
+    """Run one registry action (``models`` CLI): list, show, promote, rollback, verify.
+
+    ``promote`` of a version trained offline is refused unless it beats production on its
+    holdout (``stream_app.offline.promote``), or ``force``."""
     reg = _registry(settings)
     try:
         if action == "list":
@@ -160,11 +163,16 @@ async def registry_call(settings: Settings, action: str, *args: str) -> Any:
                         name, v.version)] for v in versions},
                     "history": [h.to_dict() for h in await reg.history(name)]}
         if action in ("promote", "rollback"):
+            evidence: dict[str, Any] = {"guard": "forced"} if force else {}
+            if action == "promote" and not force:
+                from stream_app.offline.promote import check_promotion
+
+                evidence = await check_promotion(reg, args[0], args[1], settings.model)
             before = len(await reg.history(args[0]))
             change = await (reg.promote(args[0], args[1], reason="manual") if action == "promote"
                             else reg.rollback(args[0]))
             await publish_model_changes(settings, (await reg.history(args[0]))[before:])
-            return change.to_dict()
+            return change.to_dict() | ({"evidence": evidence} if action == "promote" else {})
         if action == "challenge":
             return await send_retrain_signal(settings, args[0], "manual")
         if action == "verify":
