@@ -33,10 +33,11 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 from features.spec import AggregateSettings, FeatureSettings
 from models.spec import ModelSettings, StepSettings
 from stream_app.errors import ConfigError
+from stream_app.ops.settings import HealthSettings, QualitySettings
 
 #: the domain schemas live beside their domain; settings composes them
-__all__ = ["AggregateSettings", "DriftSettings", "FeatureSettings", "LabelSettings", "ModelSettings",
-           "PerformanceSettings", "Settings", "StepSettings", "WarmupSettings", "load_settings",
+__all__ = ["AggregateSettings", "DriftSettings", "FeatureSettings", "HealthSettings",
+           "LabelSettings", "ModelSettings", "PerformanceSettings", "QualitySettings", "Settings", "StepSettings", "WarmupSettings", "load_settings",
            "redact_url"]
 
 
@@ -265,6 +266,8 @@ class Settings(BaseSettings):
     labels: LabelSettings = LabelSettings()
     drift: DriftSettings = DriftSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
+    health: HealthSettings = HealthSettings()
+    quality: QualitySettings = QualitySettings()
 
     config_file: Path | None = None
 
