@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -33,9 +34,11 @@ from stream_app.pipeline.records import Record
 from stream_app.settings import Settings
 from stream_app.tools import services as svc
 from tests.conftest import IN_CI, make_settings
-from tests.kafka_helpers import event, produce
+from tests.kafka_helpers import event, label, produce
 
 pytestmark = [pytest.mark.integration]
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class Server:
@@ -250,3 +253,81 @@ async def test_readyz_follows_redis_going_away_and_coming_back(
 async def _code(get: Callable[[], Any], want: int) -> Any:
     code, body = await get()
     return (code, body) if code == want else None
+
+
+@pytest.mark.slow
+async def test_a_real_worker_serves_metrics_that_move_as_events_flow(
+        _service_urls: tuple[str, str, bool], tmp_path: Path) -> None:
+    """A worker built by ``create_app`` (tests/ops_worker.py mounts the routes as the HTTP
+    server will), fed events and labels through Kafka."""
+    kafka, redis, embedded = _service_urls
+    settings = make_settings(kafka, redis, embedded, tmp_path, partitions=2)
+    await ensure_topics(settings)
+    port = svc.free_port()
+    server = _Remote(port)
+    log = (tmp_path / "worker.log").open("wb")
+    proc = _start_ops_worker(settings, port, log)
+
+    async def scrape() -> dict:
+        code, text = await server.get("/metrics")
+        return _samples(text) if code == 200 else {}
+
+    async def reaches(name: str, at_least: float, **labels: str) -> Any:
+        got = await scrape()
+        return got if got.get((name, tuple(sorted(labels.items()))), -1) >= at_least else None
+
+    try:
+        assert (await _until(lambda: _code(server.ready, 200), timeout_s=90)) is not None, \
+            log.name
+        before = await scrape()
+        n = 60
+        await produce(settings, contract.EVENTS, [(f"u{i % 6}".encode(), event(
+            f"w-{i}", f"u{i % 6}", x=float(i % 7))) for i in range(n)])
+        assert await _until(lambda: reaches("stream_events_predicted_total", n), 60)
+        await produce(settings, contract.LABELS, [(f"w-{i}".encode(), label(f"w-{i}", i % 2 == 0))
+                                                  for i in range(n)])
+        after = await _until(lambda: reaches("stream_labels_joined_total", n), 60)
+        code, text = await server.get("/metrics")
+        status, body = await server.ready()
+    finally:
+        code = svc.stop_process(proc)
+        log.close()
+    assert after, (tmp_path / "worker.log").read_text()[-3000:]
+    assert code == 0, (tmp_path / "worker.log").read_text()[-3000:]
+    assert _value(before, "stream_events_received_total") == 0
+    assert _value(after, "stream_events_received_total") == n
+    assert _value(after, "stream_end_to_end_latency_seconds_count") == n
+    assert _value(after, "stream_labels_learned_total") == n
+    assert _value(after, "stream_learner") == 1
+    assert _value(after, "stream_prequential_accuracy", model=settings.model.name,
+                  window="rolling") is not None
+    events_topic = settings.topic(contract.EVENTS)
+    assert _value(after, "stream_partitions_assigned", topic=events_topic) == 2
+    lags = [v for (name, labels), v in after.items()
+            if name == "stream_consumer_lag" and dict(labels)["topic"] == events_topic]
+    assert lags and all(v >= 0 for v in lags)
+    assert status == 200, body
+    _promtool(text, tmp_path)
+
+
+def _start_ops_worker(settings: Settings, port: int, log: Any) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "tests.ops_worker", str(port)],
+                            env=svc.worker_env(settings), stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, cwd=ROOT)
+
+
+class _Remote:
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    async def get(self, path: str) -> tuple[int, str]:
+        try:
+            async with aiohttp.ClientSession() as session, session.get(
+                    f"http://127.0.0.1:{self.port}{path}",
+                    timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                return resp.status, await resp.text()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return 0, repr(exc)
+
+    async def ready(self) -> tuple[int, str]:
+        return await self.get("/readyz")
