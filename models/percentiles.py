@@ -105,6 +105,21 @@ class Percentiles:
         p50, p95, p99 = self.quantiles((0.5, 0.95, 0.99))
         return {"n": self.n, "p50": p50, "p95": p95, "p99": p99, "max": self.max}
 
+    def buckets(self) -> list[tuple[float, int]]:
+        """``(value, count)`` of every bucket in use, ascending; ``value`` is the one the
+        quantiles report for it (0.0 for the zeros). A bucket's count never decreases, so
+        cumulative counts below any bound only grow (a Prometheus histogram, read at scrape).
+
+        >>> p = Percentiles()
+        >>> p.add_many([0.0, 1.0, 1.0, 100.0])
+        >>> [(round(v), c) for v, c in p.buckets()]  # within 1 %
+        [(0, 1), (1, 2), (100, 1)]
+        """
+        g = self._gamma
+        out = [(0.0, self._zeros)] if self._zeros else []
+        out += [(2.0 * g ** i / (g + 1.0), c) for i, c in sorted(self._buckets.items())]
+        return out
+
     @property
     def n_buckets(self) -> int:
         """The number of buckets in use (bounded; see the module docstring)."""

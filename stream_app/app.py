@@ -376,10 +376,29 @@ async def _retrying(what: str, attempt: Callable[[], Awaitable[Any]], app: Strea
         except _INFRA_ERRORS as exc:
             if app.should_stop:
                 raise
+            app.engine.metrics.service_error(_service_of(exc), _stage_of(what))
             log.error("%s failed (%s: %s); retrying in %.1f s", what, type(exc).__name__, exc,
                       delay)
             await asyncio.sleep(delay)
             delay = min(max_delay_s, delay * 2)
+
+
+def _service_of(exc: BaseException) -> str:
+    """Which service an infrastructure error came from (for the error counters).
+
+    >>> _service_of(ServiceError("redis feature store: ConnectionError: ...")), _service_of(KafkaError())
+    ('redis', 'kafka')
+    """
+    if isinstance(exc, (KafkaError, ProducerSendError)):
+        return "kafka"
+    text = str(exc).lower()
+    return "redis" if "redis" in text else "kafka" if "kafka" in text else "other"
+
+
+def _stage_of(what: str) -> str:
+    """``starting``, ``processing`` or ``sending``: the step of a ``_retrying`` description."""
+    step = what.partition(": ")[2]
+    return next((s for s in ("starting", "processing", "sending") if step.startswith(s)), "other")
 
 
 async def _process_safely(app: StreamApp, process: Callable[[list[Record]], Awaitable[list[Output]]],

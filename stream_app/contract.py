@@ -23,6 +23,8 @@ __all__ = [
     "DEAD_LETTER_FIELDS",
     "DEAD_LETTER_REASONS",
     "DRIFT_FIELDS",
+    "QUALITY_FIELDS",
+    "QUALITY_KINDS",
     "RETRAIN_FIELDS",
     "EVENT_FIELDS",
     "FEATURE_LOG_FIELDS",
@@ -94,6 +96,12 @@ DRIFT_FIELDS: Final = (
 )
 #: ``kind`` of a drift record
 DRIFT_KINDS: Final = ("feature", "prediction", "performance")
+#: ``drift`` records with ``"record": "quality"`` (key: subject), from ``stream_app.ops.quality``:
+#: an episode opens (``drift: true``) and closes (``drift: false``), a schema change is one
+#: record (``change``: new, retyped, vanished, returned)
+QUALITY_FIELDS: Final = ("record", "kind", "subject", "drift", "drift_id", "model",
+                         "detected_at", "scope")
+QUALITY_KINDS: Final = ("missing_rate", "freshness", "schema_change")
 #: ``retrain-signals`` (key: model)
 RETRAIN_FIELDS: Final = ("signal_id", "model", "model_version", "reason", "evidence", "emitted_at")
 RETRAIN_REASONS: Final = ("feature_drift", "prediction_drift", "performance_drift", "manual")

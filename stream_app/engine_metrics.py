@@ -65,6 +65,12 @@ class EngineMetrics:
             k: Percentiles() for k in ("batch", "store_read", "score", "store_write")}
         self._rate_mark = (time.monotonic(), 0)
         self.events_per_s = 0.0
+        #: when a batch was last consumed (monotonic; the start until then): a stall check
+        self.last_consumed = time.monotonic()
+        #: when the serving snapshot was saved (epoch seconds; None before the first)
+        self.snapshot_at: float | None = None
+        #: failed attempts of infrastructure steps, by (service, stage); each is retried
+        self.service_errors: Counter[tuple[str, str]] = Counter()
 
     # -- recording ----------------------------------------------------------------------------
     def batch(self, received: int, predicted: int, seconds: float, **stages: float) -> None:
@@ -76,6 +82,7 @@ class EngineMetrics:
             self.stage[name.removesuffix("_s")].add(s * 1000.0)
 
     def consumed(self, topic: str, partition: int, offset: int) -> None:
+        self.last_consumed = time.monotonic()
         key = (topic, partition)
         if offset >= self.positions.get(key, 0):
             self.positions[key] = offset + 1
@@ -109,6 +116,11 @@ class EngineMetrics:
                 if done is not None and hw is not None and hw >= 0:
                     behind[topic] = behind.get(topic, 0) + max(0, hw - done)
             self.committed_lag = behind
+
+    def service_error(self, service: str, stage: str) -> None:
+        """An infrastructure step failed (it is retried): ``service`` is ``kafka``, ``redis``
+        or ``other``, ``stage`` what was being done (a fixed vocabulary)."""
+        self.service_errors[(service, stage)] += 1
 
     def dead_letter(self, reason: str) -> None:
         self.dead_letters[reason] += 1

@@ -272,6 +272,7 @@ class ModelKeeper:
             if restore else None,
             label_ahead=state.get("label_ahead") if restore else None,
             data_hash=info.data_hash if restore else None)
+        self.engine.metrics.snapshot_at = datetime.fromisoformat(info.created_at).timestamp()
         return info
 
     async def refresh(self) -> list[Out]:
@@ -407,6 +408,7 @@ class ModelKeeper:
                 t.challenger.snapshot_id = saved[-1].snapshot_id
             elif engine.model is t.model:
                 engine.snapshot_id = engine.metrics.snapshot_id = saved[-1].snapshot_id
+                engine.metrics.snapshot_at = time.time()
         size = sum(len(b.data) for b in blobs)
         self._last_bytes = size
         self._checkpoints += 1

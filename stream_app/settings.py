@@ -34,11 +34,12 @@ from features.spec import AggregateSettings, FeatureSettings
 from models.spec import ModelSettings, StepSettings
 from stream_app.errors import ConfigError
 from stream_app.offline.settings import OfflineSettings
+from stream_app.ops.settings import HealthSettings, QualitySettings
 
 #: the domain schemas live beside their domain; settings composes them
-__all__ = ["AggregateSettings", "DriftSettings", "FeatureSettings", "LabelSettings", "ModelSettings",
-           "OfflineSettings", "PerformanceSettings", "Settings", "StepSettings", "WarmupSettings",
-           "load_settings",
+__all__ = ["AggregateSettings", "DriftSettings", "FeatureSettings", "HealthSettings",
+           "LabelSettings", "ModelSettings", "OfflineSettings", "PerformanceSettings",
+           "QualitySettings", "Settings", "StepSettings", "WarmupSettings", "load_settings",
            "redact_url"]
 
 
@@ -273,6 +274,8 @@ class Settings(BaseSettings):
     drift: DriftSettings = DriftSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
     offline: OfflineSettings = OfflineSettings()
+    health: HealthSettings = HealthSettings()
+    quality: QualitySettings = QualitySettings()
 
     config_file: Path | None = None
 

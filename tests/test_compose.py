@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -17,7 +19,37 @@ def _compose() -> dict:
 
 def test_compose_has_kafka_redis_and_worker() -> None:
     services = _compose()["services"]
-    assert set(services) == {"kafka", "redis", "worker"}
+    assert {n for n, s in services.items() if "profiles" not in s} == {"kafka", "redis", "worker"}
+    assert {n for n, s in services.items() if s.get("profiles") == ["monitoring"]} == {
+        "prometheus", "grafana"}
+
+
+def test_every_service_has_a_healthcheck() -> None:
+    for name, service in _compose()["services"].items():
+        check = service.get("healthcheck", {})
+        assert check.get("test", [None])[0] in ("CMD", "CMD-SHELL"), name
+    worker = _compose()["services"]["worker"]["healthcheck"]["test"]
+    assert any("/readyz" in part for part in worker)
+
+
+def test_prometheus_scrapes_the_workers_and_grafana_reads_prometheus() -> None:
+    services = _compose()["services"]
+    mounts = {v.split(":")[1]: ROOT / v.split(":")[0] for s in ("prometheus", "grafana")
+              for v in services[s]["volumes"]}
+    assert all(path.exists() for path in mounts.values()), mounts
+    config = yaml.safe_load(mounts["/etc/prometheus/prometheus.yml"].read_text())
+    (job,) = config["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    assert job["dns_sd_configs"][0]["names"] == ["worker"]
+    assert job["dns_sd_configs"][0]["port"] == 8080
+    source = yaml.safe_load((mounts["/etc/grafana/provisioning"] / "datasources" /
+                             "prometheus.yml").read_text())["datasources"][0]
+    assert source["url"] == "http://prometheus:9090"
+    promtool = shutil.which("promtool")
+    if promtool:
+        done = subprocess.run([promtool, "check", "config", str(
+            mounts["/etc/prometheus/prometheus.yml"])], capture_output=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_kafka_is_single_node_kraft() -> None:

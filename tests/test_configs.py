@@ -52,6 +52,8 @@ class Run:
     other_topics: list[str] = field(default_factory=list)
     #: feature-log records by kind (``features``: one per scored event; ``label``)
     logged: Counter[str] = field(default_factory=Counter)
+    #: data-quality records (``stream_app.ops.quality``) on the drift topic
+    quality: list[dict[str, Any]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
 
     def scores(self) -> list[float]:
@@ -114,6 +116,9 @@ def _collect(run: Run, out: list[tuple[str, bytes | None, bytes]]) -> None:
             run.logged[orjson.loads(value)["kind"]] += 1
             continue
         run.emitted += 1
+        if topic == "drift" and orjson.loads(value).get("record") == "quality":
+            run.quality.append(orjson.loads(value))
+            continue
         if topic != "predictions":
             run.other_topics.append(f"{topic}: {value[:300]!r}")
             continue
@@ -151,7 +156,9 @@ async def test_config_serves_a_synthetic_stream(path: Path) -> None:
     run = await _run(path)
     ids = [it.event["event_id"] for it in run.items]
     assert run.other_topics == []  # no dead letters
-    assert run.emitted == N_EVENTS  # exactly one prediction per event ...
+    # the synthetic stream's event times start in 2023: stale, and nothing else is wrong
+    assert {(r["kind"], r["subject"]) for r in run.quality} == {("freshness", "event_time")}
+    assert run.emitted == N_EVENTS + len(run.quality)  # one prediction per event ...
     assert run.logged["features"] == N_EVENTS  # ... and one feature-log record
     assert sorted(run.predictions) == sorted(ids)  # ... for every event
     assert {p["model"] for p in run.predictions.values()} == {run.settings.model.name}

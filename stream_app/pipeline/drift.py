@@ -51,6 +51,7 @@ import os
 import socket
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -95,6 +96,8 @@ class DriftStage:
         self._open: dict[str, str] = {}  # subject -> drift_id of its open episode
         self._last_signal = -float("inf")
         self.signals_suppressed = 0
+        #: retrain signals raised, by reason (carried over to a promoted model's stage)
+        self.signals_raised: Counter[str] = Counter()
         self._derived = False  # some numeric subjects are model inputs, not event features
         self.worker = f"{socket.gethostname()}:{os.getpid()}"  # as EngineMetrics.worker
         self.partitions: list[int] | None = None
@@ -160,6 +163,8 @@ class DriftStage:
     def continue_cooldown(self, previous: DriftStage) -> None:
         """Keep ``previous``'s retrain-signal cooldown (a new stage for a promoted model)."""
         self._last_signal = previous._last_signal
+        self.signals_raised = previous.signals_raised
+        self.signals_suppressed = previous.signals_suppressed
 
     def reset(self) -> None:
         """Re-learn every reference window (after a model promotion, say)."""
@@ -269,6 +274,7 @@ class DriftStage:
             self.signals_suppressed += 1
             return []
         self._last_signal = now
+        self.signals_raised[reason] += 1
         return [RetrainSignal(self._t_retrain, uuid.uuid4().hex, self.model, self.model_version,
                               reason, time.time(), evidence)]
 

@@ -42,6 +42,7 @@ from models.registry.types import DataHash
 from models.spec import OnlineModel, build_model
 from stream_app import contract
 from stream_app.engine_metrics import EngineMetrics
+from stream_app.ops.quality import QualityMonitor
 from stream_app.pipeline.drift import DriftStage
 from stream_app.pipeline.featurize import Featurizer
 from stream_app.pipeline.labels import LabelLedger, to_target
@@ -87,6 +88,10 @@ class Engine:
         self._store = store
         self.metrics = EngineMetrics(model=self.model.name, model_version=self.model.version)
         self.drift = DriftStage(settings, model=self.model.name, model_version=self.model.version)
+        #: missing values, freshness and schema change, per committed batch (``stream_app.ops``)
+        self.quality = QualityMonitor(settings.quality, topic=settings.topic(contract.DRIFT),
+                                      model=self.model.name, scope=lambda: self.drift.scope,
+                                      declared=settings.features.inputs)
         self._t_predictions = settings.topic(contract.PREDICTIONS)
         self._t_dead = settings.topic(contract.DEAD_LETTERS)
         self._t_shadow = settings.topic(contract.PREDICTIONS_SHADOW)
@@ -210,6 +215,8 @@ class Engine:
                 fresh.append((rec, parsed))
         if not fresh:
             self.metrics.batch(len(records), 0, time.perf_counter() - t0)
+            out.extend(self.quality.observe((), (), now=time.time(),
+                                            changes=self.schema.take_changes()))
             return out
         entity_ids = list(dict.fromkeys(ev.entity_id for _, ev in fresh))
         read = await self.store.begin_batch(entity_ids, [ev.event_id for _, ev in fresh])
@@ -238,6 +245,9 @@ class Engine:
         observe = self.drift.observe
         for x, features, score, ts in observed:
             out.extend(observe(x, features, score=score, timestamp=ts))
+        out.extend(self.quality.observe([ev.features for _, ev in fresh],
+                                        [ev.timestamp for _, ev in fresh], now=time.time(),
+                                        changes=self.schema.take_changes()))
         if self.model.kind == "anomaly" and learner and scored:
             async with self.learn_lock:  # a checkpoint may be pickling the model
                 yield_at = time.perf_counter() + LEARN_SLICE_S

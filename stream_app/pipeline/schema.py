@@ -42,14 +42,26 @@ Rejection(reason='schema_drift', error='features.y: new feature name, and 2 are 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from features.spec import FeatureSettings
 from stream_app.validate import Rejection
 
-__all__ = ["Schema"]
+__all__ = ["Schema", "SchemaChange"]
 
 _NUMBERS: Final = frozenset((int, float))
+#: distinct schema changes remembered at most (``Schema.take_changes``)
+_MAX_CHANGES: Final = 4096
+
+
+class SchemaChange(NamedTuple):
+    """A feature name new to the schema, or come with another type (``retyped``)."""
+
+    name: str
+    change: str  # "new" | "retyped"
+    expected: str | None
+    got: str
+    admitted: bool
 #: the kind a learned numeric feature gets: JSON numbers and bools both encode to one input
 _NUMERIC: Final = "number"
 
@@ -83,6 +95,11 @@ class Schema:
         self.names_learned = 0
         #: learned numeric names plus learned one-hot columns: the model inputs they become
         self.inputs_learned = 0
+        #: schema changes not taken yet (``take_changes``): each distinct one once, at most
+        #: ``_MAX_CHANGES`` of them (a producer inventing names cannot grow this)
+        self._changes: list[SchemaChange] = []
+        self._noted: set[tuple[str, str, str]] = set()
+        self.changes_dropped = 0
 
     @property
     def categories_learned(self) -> int:
@@ -119,6 +136,8 @@ class Schema:
             if known is None:
                 bad = self._new_name(name, len(new_names))
                 if bad is not None:
+                    if bad.reason == "schema_drift":
+                        self._note(SchemaChange(name, "new", None, kind, admitted=False))
                     return bad
                 new_names.append((name, "string" if kind == "string" else _NUMERIC))
                 if kind != "string":
@@ -134,6 +153,7 @@ class Schema:
                 continue
             if known != kind and not (known == _NUMERIC and kind == "bool"
                                       and name not in self._declared):
+                self._note(SchemaChange(name, "retyped", known, kind, admitted=False))
                 return Rejection("schema_drift", f"features.{name}: expected {known}, got {kind}")
             if kind == "string" and one_hot:
                 seen = categories.get(name)
@@ -180,8 +200,39 @@ class Schema:
                                      f"{self.inputs_learned} are learned (features.max_inputs)")
         return None
 
+    def take_changes(self) -> list[SchemaChange]:
+        """The schema changes met since the last call: new names (learned or refused) and
+        retyped ones, each distinct change once in this worker's life.
+
+        >>> from features.spec import FeatureSettings
+        >>> schema = Schema(FeatureSettings())
+        >>> _ = schema.check({"a": 1}), schema.check({"a": "x"}), schema.check({"a": "y"})
+        >>> [(c.name, c.change, c.expected, c.got, c.admitted) for c in schema.take_changes()]
+        [('a', 'new', None, 'number', True), ('a', 'retyped', 'number', 'string', False)]
+        >>> schema.take_changes()
+        []
+        """
+        out, self._changes = self._changes, []
+        return out
+
+    @property
+    def kinds(self) -> Mapping[str, str]:
+        """Every known feature name and its kind (declared, or learned)."""
+        return self._kinds
+
+    def _note(self, change: SchemaChange) -> None:
+        key = (change.name, change.change, change.got)
+        if key in self._noted:
+            return
+        if len(self._noted) >= _MAX_CHANGES:
+            self.changes_dropped += 1
+            return
+        self._noted.add(key)
+        self._changes.append(change)
+
     def _learn_all(self, names: list[tuple[str, str]], values: list[tuple[str, str]]) -> None:
         for name, kind in names:
+            self._note(SchemaChange(name, "new", None, kind, admitted=True))
             self._kinds[name] = kind
             if kind == _NUMERIC:
                 self._numbers.add(name)

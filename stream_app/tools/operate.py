@@ -59,6 +59,8 @@ async def drift_state(settings: Settings
         worker = str((rec.get("scope") or {}).get("worker", ""))
         if rec.get("record") == "summary":
             summaries[worker] = rec
+        elif rec.get("record") == "quality":  # data quality (stream_app.ops.quality)
+            continue
         elif rec.get("drift"):
             opened[(worker, rec["subject"])] = rec["detected_at"]
         else:

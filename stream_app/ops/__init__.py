@@ -1,0 +1,12 @@
+"""Operating a worker: Prometheus metrics, health probes, data-quality monitors.
+
+* ``settings``: the ``[health]`` and ``[quality]`` sections (composed by ``stream_app.settings``);
+* ``quality``: missing-value rate, freshness and schema change, per batch, as ``drift``
+  records of kind ``missing_rate``, ``freshness`` and ``schema_change``;
+* ``prometheus``: a collector that reads what the worker already counts, at scrape time;
+* ``health``: liveness and readiness (partitions, Redis, model, a stalled consumer);
+* ``routes``: ``GET /metrics``, ``/healthz`` and ``/readyz`` as Starlette routes, for the
+  worker's HTTP server.
+
+Importing this package imports none of its modules (the engine imports ``quality`` only).
+"""
