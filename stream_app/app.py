@@ -36,6 +36,7 @@ from stream_app.lifecycle import ModelKeeper, require_key
 from stream_app.pipeline import emit
 from stream_app.pipeline.engine import Engine
 from stream_app.pipeline.records import LabelBack, Output, Record
+from stream_app.security import faust_credentials
 from stream_app.settings import Settings
 from stream_app.transactions import Transactions
 
@@ -87,6 +88,7 @@ class StreamApp(faust.App):
 def _app_options(settings: Settings) -> dict[str, Any]:
     opts: dict[str, Any] = dict(
         broker=settings.kafka_url,
+        broker_credentials=faust_credentials(settings.kafka),
         store="memory://",
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,

@@ -35,11 +35,13 @@ from models.spec import ModelSettings, StepSettings
 from stream_app.errors import ConfigError
 from stream_app.offline.settings import OfflineSettings
 from stream_app.ops.settings import HealthSettings, QualitySettings
+from stream_app.security import KafkaSettings, check_redis_tls_files
 
 #: the domain schemas live beside their domain; settings composes them
 __all__ = ["AggregateSettings", "DriftSettings", "FeatureSettings", "HealthSettings",
-           "LabelSettings", "ModelSettings", "OfflineSettings", "PerformanceSettings",
-           "QualitySettings", "Settings", "StepSettings", "WarmupSettings", "load_settings",
+           "KafkaSettings", "LabelSettings", "ModelSettings", "OfflineSettings",
+           "PerformanceSettings", "QualitySettings", "Settings", "StepSettings", "WarmupSettings",
+           "load_settings",
            "redact_url"]
 
 
@@ -214,6 +216,8 @@ class Settings(BaseSettings):
 
     # -- services ---------------------------------------------------------
     kafka_url: str = "kafka://127.0.0.1:9092"
+    #: TLS, SASL and mutual TLS for every Kafka client (``stream_app.security``)
+    kafka: KafkaSettings = KafkaSettings()
     redis_url: str = "redis://127.0.0.1:6379/0"
     #: ``redis://...`` or ``memory://`` for the online feature store
     feature_store_url: str | None = None
@@ -429,6 +433,8 @@ class Settings(BaseSettings):
                 continue
             if name == "registry_key" and self.registry_key is not None:
                 value = self.registry_key.get_secret_value()
+            if name == "kafka":
+                value |= self.kafka.secrets
             if name == "config_file":
                 env["STREAM_CONFIG"] = str(value)
                 continue
@@ -483,6 +489,7 @@ def _check_redis_url(url: str) -> None:
     db = parts.path.strip("/")
     if db and not db.isdigit():
         raise ValueError(f"the path of {redact_url(url)} must be a database number (e.g. /0)")
+    check_redis_tls_files(url)
 
 
 def redact_url(url: str) -> str:
