@@ -10,9 +10,9 @@ import argparse
 import asyncio
 import logging
 import sys
-from typing import Any
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -56,6 +56,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     engine = Engine(settings)  # compiles the feature spec and builds the model; no I/O
     check_challenger_steps(settings)
     ensure_data_dir(settings)
+    http_socket = None
+    if settings.http_enabled:  # a taken port fails now, in one line, not after Faust started
+        from stream_app.http.server import bind
+
+        http_socket = bind(settings)
     try:
         import uvloop
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
@@ -78,8 +83,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
             from stream_app.logs import install
 
             install(logger)  # an outage is reported, not transcribed (stream_app.logs)
+            engine.redactor.install()  # configured patterns never reach a log line
 
-    app = create_app(settings, engine=engine)
+    app = create_app(settings, engine=engine, http_socket=http_socket)
     worker = _Worker(app, loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()  # returns only through SystemExit
     return 0
@@ -184,6 +190,20 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    import re
+
+    from stream_app.http.auth import new_key
+
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", args.name):
+        raise ConfigError("keys add NAME: the name may hold 1 to 64 letters, digits, '.', '_' "
+                          "and '-'")
+    key, entry = new_key(args.name)
+    print(f"API key for {args.name} (shown once; only its salted hash is kept):\n{key}\n"
+          f"add this entry to STREAM_API_KEYS (comma-separated):\n{entry}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from stream_app.tools.demo import run_demo
 
@@ -267,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("name", nargs="?", help="model name (show: NAME or NAME@VERSION)")
     m.add_argument("version", nargs="?")
     m.set_defaults(func=cmd_models)
+
+    k = command("keys", "API keys for the HTTP API: `keys add NAME` prints a new key once, "
+                        "and the salted hash to put in STREAM_API_KEYS")
+    k.add_argument("action", choices=["add"])
+    k.add_argument("name", help="who the key is for (appears in the audit log)")
+    k.set_defaults(func=cmd_keys)
 
     d = command("demo", "the one-command tour on the embedded pair")
     d.add_argument("--limit", type=int, help="events to replay (default: all of phishing)")
