@@ -93,5 +93,5 @@ class _LogFilter(logging.Filter):
         message = record.getMessage()
         masked = self._redactor.text(message)
         if masked != message:
-            record.msg, record.args = masked, None
+            record.msg, record.args = masked, ()
         return True

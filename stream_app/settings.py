@@ -221,9 +221,12 @@ class HttpSettings(_Frozen):
     #: ``[redacted]`` in dead-letter payloads
     redact_fields: tuple[str, ...] = ("email", "card_number")
     #: text matching these regular expressions is replaced by ``[redacted]`` in dead-letter
-    #: payloads and errors, and in log lines (default: e-mail addresses, card-like numbers)
-    redact_patterns: tuple[str, ...] = (r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+",
-                                        r"\b(?:\d[ -]?){12,18}\d\b")
+    #: payloads and errors, and in log lines (default: e-mail addresses, and 16-digit card
+    #: numbers, plain or in groups of four, that are not part of a longer number)
+    #: (a match may start only where the previous character cannot be in it: a long run of
+    #: letters then costs one scan, not one per letter)
+    redact_patterns: tuple[str, ...] = (r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+",
+                                        r"(?<!\d)(?<!\d\.)\d{4}(?:[ -]?\d{4}){3}(?!\d|\.\d)")
 
     @field_validator("redact_patterns")
     @classmethod

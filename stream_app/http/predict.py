@@ -75,6 +75,7 @@ def _check(objs: Sequence[Any], allowed: frozenset[str], check: Callable[[dict],
         if not isinstance(obj, dict):
             errors.append(field_error(at, Rejection(
                 "schema", f"expected a JSON object, got {type(obj).__name__}")))
+            parsed.append(None)
             continue
         bad = _extra(obj, allowed, at)
         got = check(obj)
