@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import socket
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
@@ -58,6 +59,13 @@ class StreamApp(faust.App):
     role_settled: asyncio.Event
     settings: Settings
     fetch_max_wait_ms: int = 500
+    #: the HTTP API (``stream_app.http``), started once the app is up; None: disabled
+    http: Any = None
+
+    async def on_started(self) -> None:
+        await super().on_started()
+        if self.http is not None:  # a child: stopped before on_shutdown closes the engine
+            await self.add_runtime_dependency(self.http)
 
     def _new_transport(self) -> Any:
         transport = super()._new_transport()
@@ -119,8 +127,14 @@ def _app_options(settings: Settings) -> dict[str, Any]:
     return opts
 
 
-def create_app(settings: Settings, *, engine: Engine | None = None) -> StreamApp:
+def create_app(settings: Settings, *, engine: Engine | None = None,
+               http_socket: socket.socket | None = None,
+               http_routes: Sequence[Any] = ()) -> StreamApp:
     """Build the Faust app for these settings. Nothing connects until the worker starts.
+
+    With ``http_enabled`` the worker also serves the HTTP API (``stream_app.http``) on
+    ``http_socket`` (default: bound to ``http_host:http_port`` when it starts), with
+    ``http_routes`` (Starlette routes) mounted beside ``/v1``.
 
     Raises ``ConfigError`` without ``STREAM_REGISTRY_KEY`` while the lifecycle is enabled.
     """
@@ -226,6 +240,14 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> StreamApp
 
     if keeper is not None:
         _register_lifecycle(app, keeper, send_all)
+    if settings.http_enabled:
+        from stream_app.http.predict import Predictor
+        from stream_app.http.server import HttpService, create_http_app
+
+        asgi = create_http_app(settings, Predictor(app.engine, send_all),
+                               extra_routes=http_routes)
+        app.http = HttpService(asgi, settings, http_socket,
+                               lambda: _retrying("http: starting", ready, app))
     return app
 
 

@@ -57,6 +57,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     engine = Engine(settings)  # compiles the feature spec and builds the model; no I/O
     check_challenger_steps(settings)
     ensure_data_dir(settings)
+    http_socket = None
+    if settings.http_enabled:  # a taken port fails now, in one line, not after Faust started
+        from stream_app.http.server import bind
+
+        http_socket = bind(settings)
     try:
         import uvloop
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
@@ -79,8 +84,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
             from stream_app.logs import install
 
             install(logger)  # an outage is reported, not transcribed (stream_app.logs)
+            engine.redactor.install()  # configured patterns never reach a log line
 
-    app = create_app(settings, engine=engine)
+    app = create_app(settings, engine=engine, http_socket=http_socket)
     worker = _Worker(app, loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()  # returns only through SystemExit
     return 0
@@ -182,6 +188,20 @@ def cmd_models(args: argparse.Namespace) -> int:
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     if args.action == "verify":
         return 0 if all(r["ok"] for r in result) else 1  # type: ignore[union-attr]
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    import re
+
+    from stream_app.http.auth import new_key
+
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", args.name):
+        raise ConfigError("keys add NAME: the name may hold 1 to 64 letters, digits, '.', '_' "
+                          "and '-'")
+    key, entry = new_key(args.name)
+    print(f"API key for {args.name} (shown once; only its salted hash is kept):\n{key}\n"
+          f"add this entry to STREAM_API_KEYS (comma-separated):\n{entry}")
     return 0
 
 
@@ -431,6 +451,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also keep each entity's newest prediction in Redis")
     pb.add_argument("--no-progress", action="store_true", help="no progress bar")
     pb.set_defaults(func=cmd_predict_batch)
+
+    k = command("keys", "API keys for the HTTP API: `keys add NAME` prints a new key once, "
+                        "and the salted hash to put in STREAM_API_KEYS")
+    k.add_argument("action", choices=["add"])
+    k.add_argument("name", help="who the key is for (appears in the audit log)")
+    k.set_defaults(func=cmd_keys)
 
     d = command("demo", "the one-command tour on the embedded pair")
     d.add_argument("--limit", type=int, help="events to replay (default: all of phishing)")

@@ -65,6 +65,8 @@ def make_settings(kafka_url: str, redis_url: str, embedded: bool, data_dir: Path
     values: dict[str, object] = dict(
         kafka_url=kafka_url, redis_url=redis_url, embedded=embedded,
         topic_prefix=f"t{tag}.", app_id=f"test-{tag}", web_enabled=False,
+        # workers of a test share the machine's ports: only tests of the HTTP API serve it
+        http_enabled=False,
         data_dir=str(data_dir), metrics_interval_s=1.0,
         registry_url=f"file://{data_dir}/registry", registry_key=TEST_REGISTRY_KEY)
     values.update(overrides)

@@ -57,6 +57,7 @@ from stream_app.pipeline.records import (
 )
 from stream_app.pipeline.schema import Schema
 from stream_app.pipeline.shadow import Challenger, shadow_score
+from stream_app.redact import Redactor
 from stream_app.settings import Settings
 from stream_app.validate import Event, Label, Limits, Rejection, parse_event, parse_label
 
@@ -122,6 +123,11 @@ class Engine:
         self.learn_lock = asyncio.Lock()
         #: labels whose events are not scored yet wait on this; until then, they park at once
         self._scored = _Signal()
+        #: one batch of events at a time from read to commit, whether from Kafka or HTTP: two
+        #: batches in flight could both read an event id unclaimed and both score it
+        self.events_lock = asyncio.Lock()
+        #: configured fields and patterns never reach a dead letter (``stream_app.redact``)
+        self.redactor = Redactor(settings.http.redact_fields, settings.http.redact_patterns)
         self._hold_labels_after = 0.0
         self._fruitless_holds = 0
 
@@ -192,6 +198,28 @@ class Engine:
     async def process_events(self, records: Sequence[Record]) -> list[Output]:
         """Validate, enrich, score and remember one batch; return the records to emit.
 
+        See :meth:`predict_events`, which also says which event ids came before."""
+        async with self.events_lock:
+            return (await self._process_events(records))[0]
+
+    async def predict_events(self, records: Sequence[Record]
+                             ) -> tuple[list[Output], dict[str, Prediction | None]]:
+        """:meth:`process_events`, and each repeated ``event_id``'s first prediction (``None``
+        once its snapshot has expired): the HTTP API answers those 409, never scoring twice."""
+        async with self.events_lock:
+            out, repeated = await self._process_events(records)
+        first: dict[str, Prediction | None] = {
+            o.event_id: o for o in out if type(o) is Prediction and o.topic == self._t_predictions}
+        ask = [ev for _, ev in repeated if ev.event_id not in first]
+        snaps = await self.store.get_snapshots([ev.event_id for ev in ask]) if ask else []
+        for ev, snap in zip(ask, snaps, strict=True):
+            first[ev.event_id] = None if snap is None else self._from_snapshot(ev, snap)
+        return out, {ev.event_id: first[ev.event_id] for _, ev in repeated}
+
+    async def _process_events(self, records: Sequence[Record]
+                              ) -> tuple[list[Output], list[tuple[Record, Event]]]:
+        """The flow of :meth:`process_events`; also the events dropped as repeats.
+
         Idempotent under redelivery: nothing is written before ``commit_batch``, which claims the
         event ids together with the states and snapshots in one atomic step. A record that comes
         again from the same topic/partition/offset (the batch was processed but not acked)
@@ -217,11 +245,11 @@ class Engine:
             self.metrics.batch(len(records), 0, time.perf_counter() - t0)
             out.extend(self.quality.observe((), (), now=time.time(),
                                             changes=self.schema.take_changes()))
-            return out
+            return out, []
         entity_ids = list(dict.fromkeys(ev.entity_id for _, ev in fresh))
         read = await self.store.begin_batch(entity_ids, [ev.event_id for _, ev in fresh])
         t1 = time.perf_counter()
-        fresh, redelivered = self._dedupe(fresh, read.seen)
+        fresh, redelivered, repeated = self._dedupe(fresh, read.seen)
         if redelivered:
             out.extend(await self._replay_predictions(redelivered))
         states = dict(zip(entity_ids, read.states, strict=True))
@@ -265,12 +293,13 @@ class Engine:
         t3 = time.perf_counter()
         self.metrics.batch(len(records), len(snapshots), t3 - t0,
                            store_read_s=t1 - t0, score_s=t2 - t1, store_write_s=t3 - t2)
-        return out
+        return out, repeated
 
     def _dedupe(self, batch: list[tuple[Record, Event]], seen: Sequence[bytes | None]
-                ) -> tuple[list[tuple[Record, Event]], list[tuple[Record, Event]]]:
-        """Split into first sightings and redeliveries; count and drop true duplicates."""
-        fresh, redelivered = [], []
+                ) -> tuple[list[tuple[Record, Event]], list[tuple[Record, Event]],
+                           list[tuple[Record, Event]]]:
+        """Split into first sightings, redeliveries and true duplicates (counted, dropped)."""
+        fresh, redelivered, repeated = [], [], []
         in_batch: set[str] = set()
         for (rec, ev), claim in zip(batch, seen, strict=True):
             if claim is None and ev.event_id not in in_batch:
@@ -280,7 +309,8 @@ class Engine:
                 redelivered.append((rec, ev))
             else:
                 self.metrics.duplicate_events += 1
-        return fresh, redelivered
+                repeated.append((rec, ev))
+        return fresh, redelivered, repeated
 
     def _score(self, batch: list[tuple[Record, Event]], xs: list[dict[str, float]],
                out: list[Output]) -> tuple[dict[str, bytes], dict[str, bytes],
@@ -344,21 +374,30 @@ class Engine:
             self.metrics.redelivered += 1
             if snap is None:  # expired: nothing to re-emit; the original was sent long ago
                 continue
-            s = orjson.loads(snap)
-            self.metrics.observe_latencies_ms((s["l"],))
-            out.append(Prediction(self._t_predictions, ev.event_id, ev.entity_id,
-                                  self.model.name, s["v"], s["s"],
-                                  decide(s["s"], self._threshold), ev.timestamp, s["t"], s["l"],
-                                  s.get("n", 0)))
+            prediction = self._from_snapshot(ev, snap)
+            self.metrics.observe_latencies_ms((prediction.latency_ms,))
+            out.append(prediction)
             if self._t_feature_log is not None:  # the first attempt's may not be visible
                 out.append(FeatureLog(self._t_feature_log, ev.event_id, ev.entity_id,
                                       self.model.name, ev.timestamp, snap))
         return out
 
+    def _from_snapshot(self, ev: Event, snap: bytes) -> Prediction:
+        """The prediction made when ``ev``'s id was scored, from its stored snapshot."""
+        s = orjson.loads(snap)
+        return Prediction(self._t_predictions, ev.event_id, ev.entity_id, self.model.name,
+                          s["v"], s["s"], decide(s["s"], self._threshold), ev.timestamp, s["t"],
+                          s["l"], s.get("n", 0))
+
     def dead_letter(self, rec: Record, reason: str, error: str) -> DeadLetter:
-        """The dead letter of ``rec`` (counted by reason)."""
+        """The dead letter of ``rec`` (counted by reason), redacted (``http.redact_*``)."""
         self.metrics.dead_letter(reason)
-        return DeadLetter.of(self._t_dead, rec, reason, error)
+        letter = DeadLetter.of(self._t_dead, rec, reason, error)
+        redactor = self.redactor
+        if redactor.enabled:
+            letter.payload = redactor.payload(letter.payload)
+            letter.error = redactor.text(letter.error)
+        return letter
 
     # -- labels -----------------------------------------------------------------------------
     def to_target(self, label: bool | int | str) -> bool:
