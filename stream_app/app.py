@@ -133,7 +133,8 @@ def create_app(settings: Settings, *, engine: Engine | None = None,
     """Build the Faust app for these settings. Nothing connects until the worker starts.
 
     With ``http_enabled`` the worker also serves the HTTP API (``stream_app.http``) on
-    ``http_socket`` (default: bound to ``http_host:http_port`` when it starts), with
+    ``http_socket`` (default: bound to ``http_host:http_port`` when it starts), with the
+    operating routes (``stream_app.ops``: ``/metrics``, ``/healthz``, ``/readyz``) and
     ``http_routes`` (Starlette routes) mounted beside ``/v1``.
 
     Raises ``ConfigError`` without ``STREAM_REGISTRY_KEY`` while the lifecycle is enabled.
@@ -243,9 +244,12 @@ def create_app(settings: Settings, *, engine: Engine | None = None,
     if settings.http_enabled:
         from stream_app.http.predict import Predictor
         from stream_app.http.server import HttpService, create_http_app
+        from stream_app.ops.routes import ops_routes
+        from stream_app.ops.view import WorkerView
 
-        asgi = create_http_app(settings, Predictor(app.engine, send_all),
-                               extra_routes=http_routes)
+        # /metrics, /healthz and /readyz beside the API (no key: probes and scrapers)
+        routes = [*ops_routes(WorkerView.of_app(app)), *http_routes]
+        asgi = create_http_app(settings, Predictor(app.engine, send_all), extra_routes=routes)
         app.http = HttpService(asgi, settings, http_socket,
                                lambda: _retrying("http: starting", ready, app))
     return app

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 
@@ -205,3 +206,20 @@ def test_past_the_bucket_is_429_with_retry_after(_service_urls: tuple[str, str, 
             last = c.get("/v1/models")
     assert codes == [200, 200, 200, 429]
     assert last.status_code == 429 and int(last.headers["retry-after"]) >= 1
+
+
+async def test_metrics_and_probes_answer_on_the_api_port_without_a_key(served: Served) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with httpx.AsyncClient(base_url=served.url, timeout=30.0) as c:  # no key
+        await c.post("/v1/predict", json=_event("m1", "erin", x=1.0),
+                     headers=served.headers)
+        metrics = await c.get("/metrics")
+        alive = await c.get("/healthz")
+        ready = await c.get("/readyz")
+        refused = await c.post("/v1/predict", json=_event("m2", "erin", x=1.0))
+    assert metrics.status_code == 200 and alive.status_code == 200
+    families = {f.name for f in text_string_to_metric_families(metrics.text)}
+    assert "stream_events_predicted" in families  # counters are named without _total here
+    assert ready.status_code in (200, 503) and "checks" in ready.json()
+    assert refused.status_code == 401
