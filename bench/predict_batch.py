@@ -33,11 +33,11 @@ from stream_app.settings import load_settings  # noqa: E402
 from stream_app.tools.datasets import synthetic  # noqa: E402
 
 
-def write_input(path: Path, rows: int, parquet: bool) -> None:
+def write_input(path: Path, rows: int, parquet: bool, n_features: int) -> None:
     chunk: list[dict] = []
     writer = None
     with path.open("wb") if not parquet else open("/dev/null", "wb") as f:
-        for item in synthetic(seed=11, n=rows, step_s=0.001):
+        for item in synthetic(seed=11, n=rows, step_s=0.001, n_features=n_features):
             if not parquet:
                 f.write(orjson.dumps(item.event) + b"\n")
                 continue
@@ -60,10 +60,11 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--parquet", action="store_true", help="Parquet input (default JSONL)")
     p.add_argument("--per-row", action="store_true", help="River's predict_proba_one per row")
+    p.add_argument("--features", type=int, default=4, help="numeric features f0.. (default 4)")
     args = p.parse_args()
     settings = load_settings(environ={})
     model = build_model(ModelSettings())
-    for item in synthetic(seed=1, n=5000):
+    for item in synthetic(seed=1, n=5000, n_features=args.features):
         model.learn_one(numeric(item.event["features"]) | {
             f"channel={item.event['features']['channel']}": 1.0}, item.label)
     if args.per_row:
@@ -72,7 +73,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / ("in.parquet" if args.parquet else "in.jsonl")
         t0 = time.perf_counter()
-        write_input(src, args.rows, args.parquet)
+        write_input(src, args.rows, args.parquet, args.features)
         print(f"wrote {args.rows:,} rows ({src.stat().st_size / 2**20:.0f} MiB) in "
               f"{time.perf_counter() - t0:.1f} s")
         rss: list[float] = []
@@ -91,8 +92,8 @@ def main() -> None:
         done.set()
         sampler.join()
     cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
-    print(f"{report.rows:,} rows, {report.predicted:,} predicted, {report.rejected} rejected, "
-          f"vectorised={report.vectorised}")
+    print(f"{report.rows:,} rows ({args.features} features + channel), {report.predicted:,} "
+          f"predicted, {report.rejected} rejected, vectorised={report.vectorised}")
     print(f"{report.elapsed_s:.1f} s wall -> {report.rows / report.elapsed_s:,.0f} rows/s; "
           f"CPU {cpu / report.rows * 1e6:.1f} us/row")
     if rss:

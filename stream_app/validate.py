@@ -176,8 +176,22 @@ def classify_bad_json(raw: bytes, exc: Exception) -> Rejection:
     return _classify_bad_json(raw, exc)
 
 
-def check_event(obj: dict[str, Any], limits: Limits) -> Event | Rejection:
-    """Check one decoded ``events`` object (the HTTP API decodes a batch at once)."""
+def check_event(obj: dict[str, Any], limits: Limits, *, decoded_json: bool = True
+                ) -> Event | Rejection:
+    """Check one decoded ``events`` object (the HTTP API decodes a batch at once): all of
+    ``parse_event`` but the size and the JSON syntax. ``decoded_json=False`` (a Parquet row in
+    batch prediction) also looks for NaN and inf, which orjson refuses while decoding JSON.
+
+    >>> check_event({"event_id": "e", "entity_id": "a", "timestamp": 1,
+    ...              "features": {"x": float("nan")}}, Limits(), decoded_json=False)
+    Rejection(reason='non_finite', error='features.x is not finite')
+    """
+    if not decoded_json:
+        path = _find_non_finite(obj, "")
+        if path is not None:
+            if path.startswith("int:"):
+                return Rejection("out_of_range", f"{path[4:]}: integer overflows a double")
+            return Rejection("non_finite", f"{path} is not finite")
     event_id = _check_id(obj, "event_id")
     if isinstance(event_id, Rejection):
         return event_id

@@ -159,7 +159,8 @@ async def test_config_serves_a_synthetic_stream(path: Path) -> None:
     # the synthetic stream's event times start in 2023: stale, and nothing else is wrong
     assert {(r["kind"], r["subject"]) for r in run.quality} == {("freshness", "event_time")}
     assert run.emitted == N_EVENTS + len(run.quality)  # one prediction per event ...
-    assert run.logged["features"] == N_EVENTS  # ... and one feature-log record
+    # ... and, with the feature log on, one feature-log record
+    assert run.logged["features"] == (N_EVENTS if run.settings.offline.enabled else 0)
     assert sorted(run.predictions) == sorted(ids)  # ... for every event
     assert {p["model"] for p in run.predictions.values()} == {run.settings.model.name}
     scores = run.scores()

@@ -126,3 +126,17 @@ def test_to_redis_keeps_each_entitys_newest_prediction(redis_url: str, tmp_path:
             assert 0 < client.ttl(prefix + entity) <= settings.label_horizon_s
     finally:
         client.delete(*[prefix + e for e in newest])
+
+
+def test_a_parquet_row_is_validated_as_its_json_would_be(tmp_path: Path) -> None:
+    settings = load_settings(environ={})
+    model, _ = _trained([{"name": "StandardScaler"}, {"name": "LogisticRegression"}])
+    rows = [{"event_id": e["event_id"], "entity_id": e["entity_id"],
+             "timestamp": e["timestamp"], **e["features"]} for e in _events(7)]
+    rows[3]["f0"] = float("nan")  # orjson would have written null: Parquet rows skip JSON
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "a.parquet")
+    report = predict_file(settings, model, 0, tmp_path / "a.parquet", tmp_path / "a.out.parquet")
+    rejects = [orjson.loads(line) for line in (tmp_path / "a.out.parquet.rejects.jsonl")
+               .read_bytes().splitlines()]
+    assert [(r["row"], r["reason"]) for r in rejects] == [(4, "non_finite")]
+    assert (report.rows, report.predicted) == (7, 6)

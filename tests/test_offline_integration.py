@@ -46,7 +46,7 @@ def offline_settings(kafka: str, redis: str, embedded: bool, tmp: Path,
         app_id=f"test-{tag}", web_enabled=False, data_dir=str(tmp), metrics_interval_s=1.0,
         registry_url=f"file://{tmp}/registry", registry_key=TEST_REGISTRY_KEY,
         offline_url=f"file://{tmp}/offline",
-        offline={"sink_batch_max": 4000, "sink_flush_s": 0.5})
+        offline={"enabled": True, "sink_batch_max": 4000, "sink_flush_s": 0.5})
     values.update(overrides)
     return load_settings(FRAUD, environ={}, **values)
 

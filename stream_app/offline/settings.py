@@ -3,7 +3,7 @@ URL is ``STREAM_OFFLINE_URL`` beside it, as the registry's is ``STREAM_REGISTRY_
 
 >>> s = OfflineSettings()
 >>> s.enabled, s.sink_batch_max, s.sink_flush_s
-(True, 50000, 5.0)
+(False, 50000, 5.0)
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ class OfflineSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     #: the worker writes every scored event's feature vector (and every joined label) to the
-    #: ``feature-log`` topic, in the same emit step (and transaction) as its prediction
-    enabled: bool = True
+    #: ``feature-log`` topic, in the same emit step (and transaction) as its prediction. Off by
+    #: default: it adds a record of the whole vector per event (1.9 KB for 49 inputs, 8x the
+    #: prediction's bytes): -8 % throughput, +15 % RSS in noisy A/B runs (``bench/RESULTS.md``)
+    enabled: bool = False
     #: the sink writes a file once it holds this many records ...
     sink_batch_max: int = Field(default=50_000, ge=1)
     #: ... or once its oldest record waited this long
