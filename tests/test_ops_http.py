@@ -27,6 +27,7 @@ from starlette.routing import BaseRoute
 
 from stream_app import contract
 from stream_app.kafka_io import ensure_topics, make_consumer
+from stream_app.ops.health import Readiness
 from stream_app.ops.routes import Ops
 from stream_app.ops.view import WorkerView
 from stream_app.pipeline.engine import Engine
@@ -379,3 +380,25 @@ async def test_a_real_worker_is_unready_while_its_redis_is_down_and_counts_the_r
     assert up, worker_log
     assert served, worker_log
     assert exit_code == 0, worker_log
+
+
+async def test_readiness_pings_a_tls_redis_with_an_acl_user(
+        _service_urls: tuple[str, str, bool], tls_redis: Any, tmp_path: Path) -> None:
+    """TLS and the ACL user come in the URL, as for the store (README, "Secured connections")."""
+    kafka, redis, embedded = _service_urls
+    verdicts = []
+    for password in (None, "wrong"):
+        settings = make_settings(kafka, redis, embedded, tmp_path,
+                                 feature_store_url=tls_redis.url(password=password))
+        engine = Engine(settings)
+        readiness = Readiness(WorkerView(settings=settings, engine=lambda e=engine: e,
+                                         consumer=lambda: None))
+        try:
+            verdicts.append((await readiness.facts()).redis)
+        finally:
+            await readiness.aclose()
+    (ok,), (refused,) = (list(v.values()) for v in verdicts)
+    assert ok is None
+    assert refused is not None and "Authentication" in refused
+    assert all("wrong" not in url and tls_redis.password not in url
+               for v in verdicts for url in v)  # passwords never shown
