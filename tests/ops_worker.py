@@ -3,7 +3,7 @@
 ``python -m tests.ops_worker PORT`` with the worker's ``STREAM_*`` environment: the same
 ``create_app`` as ``stream-app worker``, plus a task that serves the ops routes with uvicorn
 on the worker's own event loop, the way the worker's HTTP server mounts them
-(``ops_routes(WorkerView.of_app(app))``). Only the tests use it, until that server is merged.
+(``app.ops.routes()``). Only the tests use it, until that server is merged.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from starlette.applications import Starlette
 
 from stream_app.app import create_app
 from stream_app.kafka_io import ensure_topics
-from stream_app.ops.routes import ops_routes
-from stream_app.ops.view import WorkerView
 from stream_app.settings import load_settings
 
 
@@ -27,7 +25,7 @@ def main(port: int) -> None:
     settings = load_settings()
     asyncio.run(ensure_topics(settings))
     app = create_app(settings)
-    routes = ops_routes(WorkerView.of_app(app))
+    routes = app.ops.routes()
 
     @app.task
     async def serve_ops() -> None:
