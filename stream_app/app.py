@@ -59,6 +59,9 @@ class StreamApp(faust.App):
     role_settled: asyncio.Event
     settings: Settings
     fetch_max_wait_ms: int = 500
+    #: ``/metrics``, ``/healthz``, ``/readyz`` (``stream_app.ops``): ``app.ops.routes()`` go
+    #: on the worker's HTTP server
+    ops: Any = None
     #: the HTTP API (``stream_app.http``), started once the app is up; None: disabled
     http: Any = None
 
@@ -88,6 +91,9 @@ class StreamApp(faust.App):
                 await keeper.stop()  # the learner checkpoints on a clean stop
             except Exception:
                 log.exception("final checkpoint failed")
+        ops = getattr(self, "ops", None)
+        if ops is not None:
+            await ops.aclose()  # the readiness probe's Redis clients
         engine = getattr(self, "engine", None)
         if engine is not None:
             await engine.aclose()
@@ -148,6 +154,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None,
     if settings.exactly_once:
         app.transactions = Transactions(settings, group_id=app.conf.id)
     app.keeper = ModelKeeper(settings, app.engine) if settings.lifecycle.enabled else None
+    app.ops = _ops(app)
     app.engine.learning_enabled = False  # until this worker is given the labels partition
     # one fetch is one batch: the broker answers as soon as a record waits, and holds an idle
     # fetch open at most this long (Faust hard-codes 1.5 s)
@@ -244,15 +251,21 @@ def create_app(settings: Settings, *, engine: Engine | None = None,
     if settings.http_enabled:
         from stream_app.http.predict import Predictor
         from stream_app.http.server import HttpService, create_http_app
-        from stream_app.ops.routes import ops_routes
-        from stream_app.ops.view import WorkerView
 
         # /metrics, /healthz and /readyz beside the API (no key: probes and scrapers)
-        routes = [*ops_routes(WorkerView.of_app(app)), *http_routes]
+        routes = [*app.ops.routes(), *http_routes]
         asgi = create_http_app(settings, Predictor(app.engine, send_all), extra_routes=routes)
         app.http = HttpService(asgi, settings, http_socket,
                                lambda: _retrying("http: starting", ready, app))
     return app
+
+
+def _ops(app: StreamApp) -> Any:
+    """The app's metrics registry and probes (no I/O until a route is called)."""
+    from stream_app.ops.routes import Ops  # Starlette and prometheus-client, only here
+    from stream_app.ops.view import WorkerView
+
+    return Ops(WorkerView.of_app(app))
 
 
 async def _rewind(app: StreamApp, offsets: dict[Any, int]) -> None:
@@ -461,6 +474,7 @@ async def _take_role(app: StreamApp, assigned: set[Any]) -> None:
     settings = app.settings
     events, labels = settings.topic(contract.EVENTS), settings.topic(contract.LABELS)
     app.engine.metrics.partitions_assigned = sum(tp.topic == events for tp in assigned)
+    app.engine.metrics.assigned({(tp.topic, tp.partition) for tp in assigned})
     app.engine.drift.assign_partitions(tp.partition for tp in assigned if tp.topic == events)
     mine = sorted((tp for tp in assigned if tp.topic == labels), key=lambda tp: tp.partition)
     if any(tp.partition != 0 for tp in mine):

@@ -5,8 +5,9 @@
   records of kind ``missing_rate``, ``freshness`` and ``schema_change``;
 * ``prometheus``: a collector that reads what the worker already counts, at scrape time;
 * ``health``: liveness and readiness (partitions, Redis, model, a stalled consumer);
+* ``view``: what those read of a running worker (``WorkerView.of_app(app)``);
 * ``routes``: ``GET /metrics``, ``/healthz`` and ``/readyz`` as Starlette routes, for the
-  worker's HTTP server.
+  worker's HTTP server: ``ops_routes(WorkerView.of_app(app))``.
 
 Importing this package imports none of its modules (the engine imports ``quality`` only).
 """

@@ -8,8 +8,8 @@
 >>> [(r.path, sorted(r.methods)) for r in ops.routes()]
 [('/metrics', ['GET', 'HEAD']), ('/healthz', ['GET', 'HEAD']), ('/readyz', ['GET', 'HEAD'])]
 
-Mount them on the app: ``create_http_app(..., extra_routes=ops_routes(WorkerView.of_app(app)))``
-(or keep the :class:`Ops` to close its Redis clients on shutdown).
+``create_app`` builds one for the worker, ``app.ops`` (closed on shutdown): mount
+``app.ops.routes()`` on the HTTP server, e.g. ``create_http_app(..., extra_routes=app.ops.routes())``.
 """
 
 from __future__ import annotations
