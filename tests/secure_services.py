@@ -140,13 +140,15 @@ class TlsRedis:
              "--tls-cert-file", str(c / "server.crt"), "--tls-key-file", str(c / "server.key"),
              "--tls-ca-cert-file", str(c / "ca.crt"), "--tls-auth-clients", "yes",
              "--save", "", "--appendonly", "no", "--dir", str(self.dir),
-             "--user", "default", "off",
+             "--logfile", str(self.dir / "redis.log"), "--user", "default", "off",
              "--user", self.user, "on", f">{self.password}", "~*", "&*", "+@all"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         tls = ("--tls", "--cacert", str(c / "ca.crt"), "--cert", str(c / "client.crt"),
                "--key", str(c / "client.key"), "--user", self.user, "--pass", self.password,
                "--no-auth-warning")
-        _wait(lambda: _redis_ping(self.port, *tls), 20, "TLS redis-server did not answer")
+        proc, log = self._proc, self.dir / "redis.log"
+        _wait(lambda: _redis_ping(self.port, *tls) or _died(proc, log), 20,
+              "TLS redis-server did not answer")
         return self
 
     def stop(self) -> None:
@@ -160,6 +162,14 @@ class TlsRedis:
         return (f"rediss://{self.user}:{pw}@127.0.0.1:{self.port}/{db}"
                 f"?ssl_ca_certs={c / 'ca.crt'}&ssl_certfile={c / 'client.crt'}"
                 f"&ssl_keyfile={c / 'client.key'}")
+
+
+def _died(proc: subprocess.Popen[bytes], log: Path) -> bool:
+    """False while ``proc`` runs; a RuntimeError with its log once it has exited."""
+    if proc.poll() is None:
+        return False
+    tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+    raise RuntimeError(f"redis-server exited with code {proc.returncode}: {tail}")
 
 
 class RedisClusterNodes:
@@ -177,10 +187,13 @@ class RedisClusterNodes:
             self._procs.append(subprocess.Popen(
                 [system_binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1",
                  "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                 "--save", "", "--appendonly", "no", "--dir", str(node_dir)],
+                 "--save", "", "--appendonly", "no", "--dir", str(node_dir),
+                 "--logfile", str(node_dir / "redis.log")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        for port in self.ports:
-            _wait(lambda p=port: _redis_ping(p), 20, f"cluster node {port} did not answer")
+        for port, proc in zip(self.ports, self._procs, strict=True):
+            log = self.dir / str(port) / "redis.log"
+            _wait(lambda p=port, q=proc, f=log: _redis_ping(p) or _died(q, f), 20,
+                  f"cluster node {port} did not answer")
         subprocess.run([system_binary("redis-cli"), "--cluster", "create",
                         *(f"127.0.0.1:{p}" for p in self.ports),
                         "--cluster-replicas", "0", "--cluster-yes"],
