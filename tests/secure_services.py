@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import secrets
 import shutil
 import socket
@@ -43,6 +44,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_cluster_port(rng: random.Random = random.Random()) -> int:
+    """A free port whose cluster bus port (10,000 higher, so at most 55535) is free too."""
+    while True:
+        port = rng.randrange(20_000, 55_535)
+        if _bindable(port) and _bindable(port + 10_000):
+            return port
 
 
 def _wait(predicate: Any, timeout_s: float, what: str) -> None:
@@ -177,7 +195,11 @@ class RedisClusterNodes:
 
     def __init__(self, directory: Path, masters: int = 3) -> None:
         self.dir = directory
-        self.ports = [free_port() for _ in range(masters)]
+        self.ports: list[int] = []
+        while len(self.ports) < masters:
+            port = free_cluster_port()
+            if not {port, port + 10_000} & {q + d for q in self.ports for d in (0, 10_000)}:
+                self.ports.append(port)
         self._procs: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> RedisClusterNodes:
