@@ -90,11 +90,13 @@ class Readiness:
     async def _ping(self, url: str) -> str | None:
         client = self._clients.get(url)
         if client is None:
-            import redis.asyncio as aioredis
+            from features.store.connect import is_cluster_url, open_redis
 
             t = self._timeout_s
-            client = self._clients[url] = aioredis.from_url(
-                url, socket_timeout=t, socket_connect_timeout=t, retry_on_timeout=False)
+            options: dict[str, Any] = {"socket_timeout": t, "socket_connect_timeout": t}
+            if not is_cluster_url(url):  # redis+cluster:// too (no retry_on_timeout there)
+                options["retry_on_timeout"] = False
+            client = self._clients[url] = open_redis(url, **options)
         try:
             await asyncio.wait_for(client.ping(), self._timeout_s)
         except asyncio.CancelledError:
