@@ -32,7 +32,7 @@ from faust.exceptions import ProducerSendError
 from stream_app import contract
 from stream_app.batching import Batch, BatchConsumer
 from stream_app.errors import ServiceError
-from stream_app.kafka_io import ensure_topics, make_consumer
+from stream_app.kafka_io import ensure_topics, make_consumer, stop_consumer
 from stream_app.lifecycle import ModelKeeper, require_key
 from stream_app.pipeline import emit
 from stream_app.pipeline.engine import Engine
@@ -354,7 +354,7 @@ async def _follow_signals(app: StreamApp, keeper: ModelKeeper,
             log.exception("reading retrain signals failed; retrying")
             await asyncio.sleep(1.0)
         finally:
-            await consumer.stop()
+            await stop_consumer(consumer)
 
 
 def _register_batch_agent(

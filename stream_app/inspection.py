@@ -14,7 +14,7 @@ import orjson
 from aiokafka import TopicPartition
 
 from stream_app import contract
-from stream_app.kafka_io import ensure_topics, make_consumer
+from stream_app.kafka_io import ensure_topics, make_consumer, stop_consumer
 from stream_app.settings import Settings
 
 __all__ = ["drift_state", "model_view", "models_view", "open_registry"]
@@ -37,7 +37,7 @@ async def _read_to_end(settings: Settings, topic: str) -> list[dict[str, Any]]:
             for records in (await consumer.getmany(timeout_ms=500)).values():
                 out.extend(orjson.loads(r.value) | {"_ts": r.timestamp} for r in records)
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
     out.sort(key=lambda r: r["_ts"])
     return out
 

@@ -23,11 +23,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
-import redis.asyncio as aredis
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from redis.retry import Retry
 
+from features.store.connect import CLUSTER_SCHEMES, open_redis
 from models.spec import ModelSettings, build_model
 from stream_app.errors import ConfigError, ModelSpecError, ServiceError, StreamAppError
 from stream_app.kafka_io import wait_for_kafka
@@ -36,7 +36,7 @@ from stream_app.settings import Settings, redact_url
 __all__ = ["check_challenger_steps", "check_services", "ensure_data_dir", "redis_targets",
            "wait_for_redis"]
 
-_REDIS_SCHEMES: Final = ("redis://", "rediss://", "unix://")
+_REDIS_SCHEMES: Final = ("redis://", "rediss://", "unix://", *CLUSTER_SCHEMES)
 
 
 def check_challenger_steps(settings: Settings) -> None:
@@ -122,8 +122,8 @@ async def wait_for_redis(url: str, *, timeout_s: float, variable: str = "STREAM_
     last: BaseException | None = None
     while True:
         budget = max(0.1, deadline - time.monotonic())
-        client = aredis.Redis.from_url(url, protocol=2, socket_connect_timeout=budget,
-                                       socket_timeout=budget, retry=Retry(NoBackoff(), 0))
+        client = open_redis(url, protocol=2, socket_connect_timeout=budget,
+                            socket_timeout=budget, retry=Retry(NoBackoff(), 0))
         try:
             async with asyncio.timeout(budget):
                 await client.ping()

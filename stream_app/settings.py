@@ -346,8 +346,9 @@ class Settings(BaseSettings):
     def _redis_url(cls, v: str | None) -> str | None:
         if v is None or v.startswith("memory://"):
             return v
-        if not v.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must be redis://host:port/db, unix:///path or memory://")
+        if not v.startswith(_REDIS_SCHEMES):
+            raise ValueError("must be redis://host:port/db, unix:///path, "
+                             "redis+cluster://host:port,... or memory://")
         _check_redis_url(v)
         return v
 
@@ -366,8 +367,9 @@ class Settings(BaseSettings):
             if v == "file://":
                 raise ValueError("file:// needs a path (e.g. file://./registry)")
             return v
-        if not v.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must be file://PATH, redis://host:port/db or unix:///path")
+        if not v.startswith(_REDIS_SCHEMES):
+            raise ValueError("must be file://PATH, redis://host:port/db, unix:///path or "
+                             "redis+cluster://host:port,...")
         _check_redis_url(v)
         return v
 
@@ -515,6 +517,7 @@ class Settings(BaseSettings):
 _KAFKA_NAME: Final = re.compile(r"[A-Za-z0-9._-]*")
 #: an ``api_keys`` entry: name, key id, salt and SHA-256, the last three hex
 _KEY_ENTRY: Final = re.compile(r"[A-Za-z0-9._-]{1,64}:[0-9a-f]{8}:[0-9a-f]{32}:[0-9a-f]{64}")
+_REDIS_SCHEMES: Final = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
 
 
 def _check_host_port(netloc: str) -> None:
@@ -546,6 +549,15 @@ def _check_redis_url(url: str) -> None:
     ...
     ValueError: the path of redis://h:6379/sessions must be a database number (e.g. /0)
     """
+    if url.startswith(("redis+cluster://", "rediss+cluster://")):
+        from features.store.connect import parse_cluster_url
+
+        try:
+            parse_cluster_url(url)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        check_redis_tls_files(url)
+        return
     parts = urlsplit(url)
     if parts.scheme == "unix":
         if not parts.path:

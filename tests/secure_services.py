@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import secrets
 import shutil
 import socket
@@ -43,6 +44,26 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+_RNG = random.Random()
+
+
+def free_cluster_port(rng: random.Random = _RNG) -> int:
+    """A free port whose cluster bus port (10,000 higher, so at most 55535) is free too."""
+    while True:
+        port = rng.randrange(20_000, 55_535)
+        if _bindable(port) and _bindable(port + 10_000):
+            return port
 
 
 def _wait(predicate: Any, timeout_s: float, what: str) -> None:
@@ -140,13 +161,15 @@ class TlsRedis:
              "--tls-cert-file", str(c / "server.crt"), "--tls-key-file", str(c / "server.key"),
              "--tls-ca-cert-file", str(c / "ca.crt"), "--tls-auth-clients", "yes",
              "--save", "", "--appendonly", "no", "--dir", str(self.dir),
-             "--user", "default", "off",
+             "--logfile", str(self.dir / "redis.log"), "--user", "default", "off",
              "--user", self.user, "on", f">{self.password}", "~*", "&*", "+@all"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         tls = ("--tls", "--cacert", str(c / "ca.crt"), "--cert", str(c / "client.crt"),
                "--key", str(c / "client.key"), "--user", self.user, "--pass", self.password,
                "--no-auth-warning")
-        _wait(lambda: _redis_ping(self.port, *tls), 20, "TLS redis-server did not answer")
+        proc, log = self._proc, self.dir / "redis.log"
+        _wait(lambda: _redis_ping(self.port, *tls) or _died(proc, log), 20,
+              "TLS redis-server did not answer")
         return self
 
     def stop(self) -> None:
@@ -162,12 +185,24 @@ class TlsRedis:
                 f"&ssl_keyfile={c / 'client.key'}")
 
 
+def _died(proc: subprocess.Popen[bytes], log: Path) -> bool:
+    """False while ``proc`` runs; a RuntimeError with its log once it has exited."""
+    if proc.poll() is None:
+        return False
+    tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+    raise RuntimeError(f"redis-server exited with code {proc.returncode}: {tail}")
+
+
 class RedisClusterNodes:
     """Three cluster-enabled masters, slots spread by ``redis-cli --cluster create``."""
 
     def __init__(self, directory: Path, masters: int = 3) -> None:
         self.dir = directory
-        self.ports = [free_port() for _ in range(masters)]
+        self.ports: list[int] = []
+        while len(self.ports) < masters:
+            port = free_cluster_port()
+            if not {port, port + 10_000} & {q + d for q in self.ports for d in (0, 10_000)}:
+                self.ports.append(port)
         self._procs: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> RedisClusterNodes:
@@ -177,10 +212,13 @@ class RedisClusterNodes:
             self._procs.append(subprocess.Popen(
                 [system_binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1",
                  "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                 "--save", "", "--appendonly", "no", "--dir", str(node_dir)],
+                 "--save", "", "--appendonly", "no", "--dir", str(node_dir),
+                 "--logfile", str(node_dir / "redis.log")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        for port in self.ports:
-            _wait(lambda p=port: _redis_ping(p), 20, f"cluster node {port} did not answer")
+        for port, proc in zip(self.ports, self._procs, strict=True):
+            log = self.dir / str(port) / "redis.log"
+            _wait(lambda p=port, q=proc, f=log: _redis_ping(p) or _died(q, f), 20,
+                  f"cluster node {port} did not answer")
         subprocess.run([system_binary("redis-cli"), "--cluster", "create",
                         *(f"127.0.0.1:{p}" for p in self.ports),
                         "--cluster-replicas", "0", "--cluster-yes"],

@@ -24,9 +24,21 @@ LABEL_TTLS = dict(pending_ttl_s=TTL, learned_ttl_s=TTL)
 STATE = b"\xa5\x03" + bytes(range(256)) * 12   # entity states are opaque bytes to the store
 
 
-@pytest.fixture(params=["memory", "redis"])
+def _redis_like(request: pytest.FixtureRequest, kind: str) -> str:
+    """A Redis server (the session's) or a real 3-master Redis Cluster (started for it)."""
+    if kind == "cluster":
+        return str(request.getfixturevalue("redis_cluster").url())
+    return str(request.getfixturevalue("redis_url"))
+
+
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def store_url(request: pytest.FixtureRequest) -> str:
-    return "memory://" if request.param == "memory" else request.getfixturevalue("redis_url")
+    return "memory://" if request.param == "memory" else _redis_like(request, request.param)
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def redis_like_url(request: pytest.FixtureRequest) -> str:
+    return _redis_like(request, request.param)
 
 
 @pytest.fixture
@@ -378,24 +390,25 @@ async def test_the_parked_limit_is_per_namespace(store: FeatureStore, store_url:
         await other.aclose()
 
 
-async def test_the_redis_index_of_parked_labels_matches_the_labels(redis_url: str) -> None:
+async def test_the_redis_index_of_parked_labels_matches_the_labels(redis_like_url: str) -> None:
     ns = f"test-{uuid.uuid4().hex}"
-    store = RedisFeatureStore.from_url(redis_url, namespace=ns)
+    store = RedisFeatureStore.from_url(redis_like_url, namespace=ns)
+    p = store._prefix  # stream:{ns}: (a cluster's is the namespace as hash tag)
     try:
         cap = dict(LABEL_TTLS, max_parked=50)
         await store.join_labels({f"e{i}": label_of(f"e{i}") for i in range(60)}, **cap)
         await store.join_labels({f"e{i}": label_of(f"e{i}", 7) + b"  " for i in range(5)}, **cap)
         await store.commit_batch({}, {}, {f"e{i}": b"v" for i in range(3, 10)}, **TTLS)
         r = store._r
-        keys = [k async for k in r.scan_iter(match=f"stream:{ns}:plabel:*", count=1000)]
+        keys = [k async for k in r.scan_iter(match=f"{p}plabel:*", count=1000)]
         labels = dict(zip(keys, await r.mget(keys), strict=True))
-        index = await r.zrange(f"stream:{ns}:plabels", 0, -1)
+        index = await r.zrange(f"{p}plabels", 0, -1)
         assert len(labels) == len(index) == 43
         costs = {m.split(b":", 1)[1]: int(m.split(b":", 1)[0]) for m in index}
         assert costs == {k.rsplit(b":", 1)[1]: park_cost(store._prefix, k.rsplit(b":", 1)[1].decode(), v)
                          for k, v in labels.items()}
-        assert int(await r.get(f"stream:{ns}:plabels:bytes")) == sum(costs.values())
+        assert int(await r.get(f"{p}plabels:bytes")) == sum(costs.values())
         await store.commit_batch({}, {}, {f"e{i}": b"v" for i in range(60)}, **TTLS)
-        assert await r.exists(f"stream:{ns}:plabels", f"stream:{ns}:plabels:bytes") == 0
+        assert await r.exists(f"{p}plabels", f"{p}plabels:bytes") == 0
     finally:
         await store.aclose()

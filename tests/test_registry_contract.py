@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-import redis.asyncio as aredis
 from river import linear_model, preprocessing
 
+from features.store.connect import cluster_key_prefix, open_redis
 from models.registry import DataHash, ModelRegistry, open_registry
 from stream_app.errors import (
     CheckpointError,
@@ -45,7 +45,8 @@ class Store:
     url: str
     namespace: str = ""
     root: Path | None = None
-    raw: aredis.Redis | None = None
+    raw: Any = None  # a redis.asyncio Redis or RedisCluster
+    prefix: str = ""
 
     def open(self, key: bytes | None = KEY) -> ModelRegistry:
         return open_registry(self.url, key=key, namespace=self.namespace)
@@ -55,7 +56,7 @@ class Store:
         return self.root / name / version / "snapshots" / f"{sid:08d}.{ext}"
 
     def _key(self, name: str, *parts: str) -> str:
-        return f"stream:{self.namespace}:reg:" + ":".join((name, *parts))
+        return self.prefix + ":".join((name, *parts))
 
     async def checkpoint(self, name: str, version: str, sid: int) -> bytes:
         if self.raw is None:
@@ -89,16 +90,21 @@ class Store:
         await self.put_checkpoint(name, version, sid, bytes(blob))
 
 
-@pytest.fixture(params=["file", "redis"])
+@pytest.fixture(params=["file", "redis", "cluster"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     if request.param == "file":
         yield Store(url=f"file://{tmp_path / 'registry'}", root=tmp_path / "registry")
         return
-    url = request.getfixturevalue("redis_url")
     ns = f"test-{uuid.uuid4().hex}"
-    raw = aredis.Redis.from_url(url, protocol=2)
-    yield Store(url=url, namespace=ns, raw=raw)
-    keys = [k async for k in raw.scan_iter(match=f"stream:{ns}:*", count=1000)]
+    if request.param == "cluster":  # a real 3-master Redis Cluster, started for the session
+        url = request.getfixturevalue("redis_cluster").url()
+        prefix = cluster_key_prefix(ns, "reg")
+    else:
+        url = request.getfixturevalue("redis_url")
+        prefix = f"stream:{ns}:reg:"
+    raw = open_redis(url, protocol=2)
+    yield Store(url=url, namespace=ns, raw=raw, prefix=prefix)
+    keys = [k async for k in raw.scan_iter(match=f"{prefix}*", count=1000)]
     if keys:
         await raw.delete(*keys)
     await raw.aclose()

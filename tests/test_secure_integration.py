@@ -63,6 +63,13 @@ def test_worker_replay_tail_and_models_over_sasl_ssl_and_tls_redis(
         assert wait_until(lambda: models(settings, "verify"), 120, 1.0), worker.log()
         assert all(r["ok"] for r in models(settings, "verify"))
         assert settings.model.name in models(settings, "list")
+        # a command that writes to Kafka as well: a manual retrain signal on retrain-signals
+        out = cli(settings, "models", "challenge", settings.model.name, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert orjson.loads(out.stdout)["reason"] == "manual"
+        out = cli(settings, "tail", "retrain-signals", "--from-beginning", "--limit", "1")
+        assert out.returncode == 0, out.stderr
+        assert orjson.loads(out.stdout)["reason"] == "manual"
         assert worker.alive(), worker.log()
     finally:
         code = worker.stop()

@@ -57,6 +57,8 @@ BACKENDS: Final[Mapping[str, str]] = {
     "redis": "features.store.redis:RedisFeatureStore",
     "rediss": "features.store.redis:RedisFeatureStore",
     "unix": "features.store.redis:RedisFeatureStore",
+    "redis+cluster": "features.store.redis:RedisFeatureStore",
+    "rediss+cluster": "features.store.redis:RedisFeatureStore",
 }
 
 
@@ -155,7 +157,7 @@ def backend_by_url(url: str) -> StoreBackend:
     >>> backend_by_url("postgres://db")
     Traceback (most recent call last):
     ...
-    stream_app.errors.ConfigError: feature store URL must start with memory://, redis://, rediss:// or unix://, got 'postgres://db'
+    stream_app.errors.ConfigError: feature store URL must start with memory://, redis://, rediss://, unix://, redis+cluster:// or rediss+cluster://, got 'postgres://db'
     """
     scheme, sep, _ = url.partition("://")
     target = BACKENDS.get(scheme) if sep else None

@@ -41,6 +41,7 @@ from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import redis.asyncio as aredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
@@ -67,6 +68,7 @@ from features.store.base import (
     encode_state,
     key_prefix,
 )
+from features.store.connect import cluster_key_prefix, is_cluster, open_redis
 from stream_app.errors import ServiceError
 
 __all__ = ["CONNECT_TIMEOUT_S", "DEADLINE_S", "RedisFeatureStore", "keepalive_options"]
@@ -220,10 +222,11 @@ class RedisFeatureStore:
     Takes ownership of ``client`` (closed by :meth:`aclose`); :meth:`from_url` builds one.
     """
 
-    def __init__(self, client: aredis.Redis, namespace: str = "", *,
+    def __init__(self, client: aredis.Redis | RedisCluster, namespace: str = "", *,
                  deadline_s: float | None = DEADLINE_S):
         self._r = client
-        self._prefix = key_prefix(namespace)
+        # on a Redis Cluster the namespace is the keys' hash tag: one slot (features.store.connect)
+        self._prefix = cluster_key_prefix(namespace) if is_cluster(client) else key_prefix(namespace)
         self._deadline_s = deadline_s
         self._commit = client.register_script(_COMMIT)
         self._join = client.register_script(_JOIN)
@@ -231,7 +234,9 @@ class RedisFeatureStore:
     @classmethod
     def from_url(cls, url: str, *, namespace: str = "", deadline_s: float | None = DEADLINE_S,
                  **kwargs: Any) -> RedisFeatureStore:
-        """Connect lazily to ``redis://``, ``rediss://`` or ``unix://`` (RESP2, bytes replies).
+        """Connect lazily to ``redis://``, ``rediss://``, ``unix://`` or a Redis Cluster
+        (``redis+cluster://``, ``rediss+cluster://``; see ``features.store.connect``); RESP2,
+        bytes replies.
 
         Each call has ``deadline_s`` (``None``: no deadline) and the client no socket timeout
         (see the module docstring); ``kwargs`` and the URL's query (``?socket_timeout=2``)
@@ -242,9 +247,10 @@ class RedisFeatureStore:
         if not url.startswith("unix:"):
             options.update(socket_keepalive=True, socket_keepalive_options=keepalive_options())
         options.update(kwargs)
-        client = aredis.Redis.from_url(url, decode_responses=False, **options)
-        pool = client.connection_pool  # TCP, TLS or unix, as the URL says; connects lazily
-        pool.connection_class = _fast_packing(pool.connection_class)
+        client = open_redis(url, **options)
+        if not is_cluster(client):  # a cluster's per-node pools keep redis-py's packing
+            pool = client.connection_pool  # TCP, TLS or unix, as the URL says; connects lazily
+            pool.connection_class = _fast_packing(pool.connection_class)
         return cls(client, namespace, deadline_s=deadline_s)
 
     # -- the contract -------------------------------------------------------

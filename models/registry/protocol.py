@@ -27,7 +27,7 @@ checkpoints; versions and stages work without one.
 >>> open_registry("s3://bucket", key=None)
 Traceback (most recent call last):
 ...
-stream_app.errors.ConfigError: registry URL must start with file://, redis://, rediss:// or unix://, got 's3://bucket'
+stream_app.errors.ConfigError: registry URL must start with file://, redis://, rediss://, unix://, redis+cluster:// or rediss+cluster://, got 's3://bucket'
 """
 
 from __future__ import annotations
@@ -167,9 +167,9 @@ def open_registry(url: str = DEFAULT_REGISTRY_URL, *, key: bytes | None,
         if not rest:
             raise ConfigError(f"file registry URL needs a path, got {url!r}")
         return FileRegistry(rest, key=key)
-    if sep and scheme in ("redis", "rediss", "unix"):
+    if sep and scheme in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
         from models.registry.redis_backend import RedisRegistry
 
         return RedisRegistry.from_url(url, key=key, namespace=namespace)
-    raise ConfigError("registry URL must start with file://, redis://, rediss:// or unix://, "
-                      f"got {url!r}")
+    raise ConfigError("registry URL must start with file://, redis://, rediss://, unix://, "
+                      f"redis+cluster:// or rediss+cluster://, got {url!r}")

@@ -24,9 +24,11 @@ from collections.abc import AsyncIterator
 from typing import Any, Final
 
 import redis.asyncio as aredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, WatchError
 
 from features.store.base import key_prefix
+from features.store.connect import cluster_key_prefix, is_cluster, open_redis
 from models.registry.base import MakeRecord, RegistryBase
 from models.registry.lifecycle import Catalog, Plan, PlanFn
 from models.registry.types import StageChange, VersionInfo, check_stage
@@ -40,19 +42,22 @@ _ATTEMPTS: Final = 50
 class RedisRegistry(RegistryBase):
     """:class:`~models.registry.protocol.ModelRegistry` over ``redis.asyncio`` (owns ``client``)."""
 
-    def __init__(self, client: aredis.Redis, *, key: bytes | None, namespace: str = "") -> None:
+    def __init__(self, client: aredis.Redis | RedisCluster, *, key: bytes | None, namespace: str = "") -> None:
         super().__init__(key)
         self._r = client
-        self.prefix = key_prefix(namespace) + "reg:"
+        # on a Redis Cluster, one hash tag for the whole registry: its MULTI/EXEC transactions
+        # touch a model's keys and the set of model names together (features.store.connect)
+        self.prefix = (cluster_key_prefix(namespace, "reg") if is_cluster(client)
+                       else key_prefix(namespace) + "reg:")
 
     @classmethod
     def from_url(cls, url: str, *, key: bytes | None, namespace: str = "",
                  **kwargs: Any) -> RedisRegistry:
-        """Connect lazily to ``redis://``, ``rediss://`` or ``unix://`` (RESP2, bytes replies)."""
+        """Connect lazily to ``redis://``, ``rediss://``, ``unix://`` or a Redis Cluster
+        (``redis+cluster://``, ``rediss+cluster://``); RESP2, bytes replies."""
         options: dict[str, Any] = {"protocol": 2, "socket_connect_timeout": 5.0}
         options.update(kwargs)
-        client = aredis.Redis.from_url(url, decode_responses=False, **options)
-        return cls(client, key=key, namespace=namespace)
+        return cls(open_redis(url, **options), key=key, namespace=namespace)
 
     def __repr__(self) -> str:
         return f"RedisRegistry(prefix={self.prefix!r})"

@@ -96,14 +96,16 @@ class Readiness:
     async def _ping(self, url: str) -> str | None:
         client = self._clients.get(url)
         if client is None:  # as the start-up probe (stream_app.preflight): TLS and ACL in the URL
-            import redis.asyncio as aioredis
             from redis.backoff import NoBackoff
             from redis.retry import Retry
 
+            from features.store.connect import is_cluster_url, open_redis
+
             t = self._timeout_s
-            client = self._clients[url] = aioredis.Redis.from_url(
-                url, protocol=2, socket_timeout=t, socket_connect_timeout=t,
-                retry=Retry(NoBackoff(), 0))
+            options: dict[str, Any] = {"socket_timeout": t, "socket_connect_timeout": t}
+            if not is_cluster_url(url):  # RESP2, no client retries (a cluster client has its own)
+                options.update(protocol=2, retry=Retry(NoBackoff(), 0))
+            client = self._clients[url] = open_redis(url, **options)
         try:
             await asyncio.wait_for(client.ping(), self._timeout_s)
         except asyncio.CancelledError:

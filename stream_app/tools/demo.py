@@ -25,7 +25,7 @@ from rich.live import Live
 from rich.table import Table
 
 from stream_app import contract
-from stream_app.kafka_io import ensure_topics, make_consumer
+from stream_app.kafka_io import ensure_topics, make_consumer, stop_consumer
 from stream_app.settings import Settings
 from stream_app.tools import services as svc
 from stream_app.tools.replay import replay
@@ -109,7 +109,7 @@ async def _watch(settings: Settings, progress: Progress, stop: asyncio.Event) ->
                     else:
                         progress.dead_letters += 1
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
 
 
 async def _tour(settings: Settings, console: Console, limit: int | None, rate: float,

@@ -25,7 +25,7 @@ from aiokafka.errors import KafkaError
 
 from stream_app.contract import TOPICS
 from stream_app.errors import ConfigError, ServiceError
-from stream_app.kafka_io import ensure_topics, full_topic, make_consumer
+from stream_app.kafka_io import ensure_topics, full_topic, make_consumer, stop_consumer
 from stream_app.settings import Settings
 
 __all__ = ["render", "tail"]
@@ -80,7 +80,7 @@ async def tail(
     except KafkaError as exc:
         raise ServiceError(f"tail of {name!r} at {settings.bootstrap_servers} failed: {exc!r}") from exc
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
 
 
 async def _assign_all(consumer: AIOKafkaConsumer, name: str, from_beginning: bool,
