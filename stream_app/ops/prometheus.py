@@ -228,6 +228,10 @@ def _consumer(view: WorkerView, m: Any) -> Iterator[Metric]:
     yield _gauge("consumer_lag", "Records behind the high water, per assigned partition.",
                  ["topic", "partition"],
                  [((t, str(p)), n) for (t, p), n in sorted(view.lag().items())])
+    yield _gauge("consumer_committed_lag", "Records behind the high water from the group's "
+                 "committed offsets, per topic: what a restart would replay (updated every "
+                 "metrics_interval_s).", ["topic"],
+                 [((t,), float(n)) for t, n in sorted(m.committed_lag.items())])
     yield _gauge("partitions_assigned", "Partitions assigned to this worker, per topic.",
                  ["topic"], [((t,), float(n)) for t, n in _per_topic(view.assignment())])
     yield _gauge("seconds_since_consumed", "Since a batch was last consumed.", [],
