@@ -433,6 +433,7 @@ async def _take_role(app: StreamApp, assigned: set[Any]) -> None:
     settings = app.settings
     events, labels = settings.topic(contract.EVENTS), settings.topic(contract.LABELS)
     app.engine.metrics.partitions_assigned = sum(tp.topic == events for tp in assigned)
+    app.engine.metrics.assigned({(tp.topic, tp.partition) for tp in assigned})
     app.engine.drift.assign_partitions(tp.partition for tp in assigned if tp.topic == events)
     mine = sorted((tp for tp in assigned if tp.topic == labels), key=lambda tp: tp.partition)
     if any(tp.partition != 0 for tp in mine):

@@ -65,8 +65,10 @@ class EngineMetrics:
             k: Percentiles() for k in ("batch", "store_read", "score", "store_write")}
         self._rate_mark = (time.monotonic(), 0)
         self.events_per_s = 0.0
-        #: when a batch was last consumed (monotonic; the start until then): a stall check
+        #: when a batch was last consumed (monotonic; the start until then), and from each
+        #: partition: the stall check (``stream_app.ops.health``)
         self.last_consumed = time.monotonic()
+        self.consumed_at: dict[tuple[str, int], float] = {}
         #: when the serving snapshot was saved (epoch seconds; None before the first)
         self.snapshot_at: float | None = None
         #: failed attempts of infrastructure steps, by (service, stage); each is retried
@@ -82,8 +84,8 @@ class EngineMetrics:
             self.stage[name.removesuffix("_s")].add(s * 1000.0)
 
     def consumed(self, topic: str, partition: int, offset: int) -> None:
-        self.last_consumed = time.monotonic()
         key = (topic, partition)
+        self.last_consumed = self.consumed_at[key] = time.monotonic()
         if offset >= self.positions.get(key, 0):
             self.positions[key] = offset + 1
 
@@ -116,6 +118,18 @@ class EngineMetrics:
                 if done is not None and hw is not None and hw >= 0:
                     behind[topic] = behind.get(topic, 0) + max(0, hw - done)
             self.committed_lag = behind
+
+    def assigned(self, partitions: set[tuple[str, int]]) -> None:
+        """A new assignment: positions of partitions held no longer are forgotten (another
+        worker moved them on; a stale one would count as records waiting here).
+
+        >>> m = EngineMetrics(model="m", model_version="1")
+        >>> m.consumed("events", 0, 9); m.consumed("events", 1, 4)
+        >>> m.assigned({("events", 1)}); m.positions, list(m.consumed_at)
+        ({('events', 1): 5}, [('events', 1)])
+        """
+        self.positions = {k: v for k, v in self.positions.items() if k in partitions}
+        self.consumed_at = {k: v for k, v in self.consumed_at.items() if k in partitions}
 
     def service_error(self, service: str, stage: str) -> None:
         """An infrastructure step failed (it is retried): ``service`` is ``kafka``, ``redis``

@@ -206,7 +206,8 @@ async def test_healthz_and_a_stalled_consumer(fed: Fed) -> None:
             assert await server.get("/healthz") == (200, '{"status":"alive"}')
             await fed.process(msgs[:2])  # 4 records wait
             code, body = await _until(lambda: _stalled(status), timeout_s=30)
-            assert code == 503 and body["checks"]["consumer"].startswith("stalled: 4 records")
+            assert code == 503 and body["checks"]["consumer"].startswith(
+                f"stalled: {fed.settings.topic(contract.EVENTS)}[0]: 4 records waiting")
             assert body["checks"]["redis"] == body["checks"]["partitions"] == "ok"
             await fed.process(msgs[2:])  # consumed: nothing waits
             code, body = await status()

@@ -6,19 +6,23 @@ Ready means all of:
 * ``redis``: every Redis it uses (the feature store's, and the registry's if it is
   ``redis://``) answers a PING within ``health.redis_timeout_s``;
 * ``model``: the model is loaded (with the lifecycle on: from the registry);
-* ``consumer``: not stalled. Stalled means records are waiting (a partition's high water is
-  past the next offset to process) and no batch was consumed for ``health.stall_s``: a
-  consumer that stops silently is a known Faust/aiokafka failure. A partition that nothing
-  was consumed from yet has no known position and does not count as waiting.
+* ``consumer``: not stalled. Stalled means a partition has records waiting (its high water
+  is past the next offset to process) and nothing was consumed from it for
+  ``health.stall_s``: a consumer that stops silently is a known Faust/aiokafka failure. A
+  partition that nothing was consumed from since it was assigned has no known position and
+  does not count as waiting.
 
 :func:`judge` is pure; :class:`Readiness` gathers the facts (the only I/O: the PINGs).
 
 >>> facts = Facts(partitions=2, redis={"redis://r:6379/0": None}, model_loaded=True,
-...               waiting=0, idle_s=120.0)
+...               lag={("events", 0): 0, ("events", 1): 5}, idle_s={("events", 0): 120.0,
+...                                                               ("events", 1): 2.0})
 >>> judge(facts, stall_s=30)
 (True, {'partitions': 'ok', 'redis': 'ok', 'model': 'ok', 'consumer': 'ok'})
->>> judge(facts._replace(waiting=5, redis={"redis://r:6379/0": "ConnectionError"}), stall_s=30)[1]
-{'partitions': 'ok', 'redis': 'redis://r:6379/0: ConnectionError', 'model': 'ok', 'consumer': 'stalled: 5 records waiting, nothing consumed for 120 s'}
+>>> facts = facts._replace(idle_s={("events", 0): 1.0, ("events", 1): 45.0},
+...                        redis={"redis://r:6379/0": "ConnectionError"})
+>>> judge(facts, stall_s=30)[1]
+{'partitions': 'ok', 'redis': 'redis://r:6379/0: ConnectionError', 'model': 'ok', 'consumer': 'stalled: events[1]: 5 records waiting, nothing consumed for 45 s'}
 """
 
 from __future__ import annotations
@@ -38,22 +42,23 @@ class Facts(NamedTuple):
     #: each Redis URL (passwords hidden) -> None if it answered, else why not
     redis: dict[str, str | None]
     model_loaded: bool
-    #: records behind the high waters of the partitions consumed from
-    waiting: int
-    #: seconds since a batch was last consumed
-    idle_s: float
+    #: records behind the high water, per partition consumed from
+    lag: dict[tuple[str, int], int]
+    #: seconds since a batch was last consumed, per partition
+    idle_s: dict[tuple[str, int], float]
 
 
 def judge(facts: Facts, *, stall_s: float) -> tuple[bool, dict[str, str]]:
     """Ready or not, and each check's verdict (``ok``, or why not)."""
     failed = [f"{url}: {why}" for url, why in facts.redis.items() if why is not None]
+    stalled = [f"{t}[{p}]: {n} records waiting, nothing consumed for "
+               f"{facts.idle_s[(t, p)]:.0f} s" for (t, p), n in sorted(facts.lag.items())
+               if n and facts.idle_s.get((t, p), 0.0) > stall_s]
     checks = {
         "partitions": "ok" if facts.partitions else "none assigned",
         "redis": "; ".join(failed) or "ok",
         "model": "ok" if facts.model_loaded else "not loaded",
-        "consumer": (f"stalled: {facts.waiting} records waiting, nothing consumed for "
-                     f"{facts.idle_s:.0f} s") if facts.waiting and facts.idle_s > stall_s
-        else "ok",
+        "consumer": "stalled: " + "; ".join(stalled) if stalled else "ok",
     }
     return all(v == "ok" for v in checks.values()), checks
 
@@ -80,12 +85,13 @@ class Readiness:
         engine = view.engine()
         keeper = view.keeper()
         pings = await asyncio.gather(*(self._ping(u) for u in self._urls))
+        now = time.monotonic()
         return Facts(
             partitions=len(view.assignment()),
             redis={redact_url(u): why for u, why in zip(self._urls, pings, strict=True)},
             model_loaded=engine.model is not None and (keeper is None or keeper.started),
-            waiting=sum(view.lag().values()),
-            idle_s=time.monotonic() - engine.metrics.last_consumed)
+            lag=view.lag(),
+            idle_s={k: now - t for k, t in engine.metrics.consumed_at.items()})
 
     async def _ping(self, url: str) -> str | None:
         client = self._clients.get(url)
