@@ -17,8 +17,9 @@ from __future__ import annotations
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
+from stream_app.ops.dashboard import dashboard_routes
 from stream_app.ops.health import Readiness
 from stream_app.ops.prometheus import make_registry
 from stream_app.ops.view import WorkerView
@@ -56,6 +57,6 @@ class Ops:
         await self.readiness.aclose()
 
 
-def ops_routes(view: WorkerView) -> list[Route]:
-    """The three routes of a new :class:`Ops` for ``view``."""
-    return Ops(view).routes()
+def ops_routes(view: WorkerView) -> list[BaseRoute]:
+    """The three routes of a new :class:`Ops` for ``view``, and the live dashboard's."""
+    return [*Ops(view).routes(), *dashboard_routes(view)]
