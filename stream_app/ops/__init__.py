@@ -6,7 +6,9 @@
 * ``prometheus``: a collector that reads what the worker already counts, at scrape time;
 * ``health``: liveness and readiness (partitions, Redis, model, a stalled consumer);
 * ``routes``: ``GET /metrics``, ``/healthz`` and ``/readyz`` as Starlette routes, for the
-  worker's HTTP server.
+  worker's HTTP server;
+* ``dashboard`` (and ``series``, its pure maths): the live dashboard at ``/dashboard``, its
+  page and the vendored uPlot in ``static/``.
 
 Importing this package imports none of its modules (the engine imports ``quality`` only).
 """
