@@ -235,6 +235,7 @@
       const response = await fetch(url, { cache: "no-store" });
       if (!response.ok) throw new Error("HTTP " + response.status);
       const payload = await response.json();
+      if (!payload.state || !payload.state.events) throw new Error("the worker has no sample yet");
       state = payload.state;
       interval = payload.interval_s || 1;
       merge(payload.rings, payload.points);
