@@ -211,7 +211,7 @@
     text("tile-dead", fmt(ev.dead_letters, 0));
     text("tile-episodes", fmt(s.drift.episodes.length + s.quality.length, 0));
     text("drift-note", "p-values after the " + s.drift.correction + " correction for " +
-      s.drift.subjects.length + " subjects; an episode opens below alpha = " + s.drift.alpha +
+      s.drift.subjects.length + " subjects (drawn at 1e-16 at least); an episode opens below alpha = " + s.drift.alpha +
       (s.drift.warm ? "" : " (the score waits until the model is warm)"));
     const episodes = s.drift.episodes.map((e) => [e.subject, e.kind, e.test, pval(e.p_value),
       pval(e.adjusted_p_value), clock(e.seen_open_at)])
