@@ -46,6 +46,7 @@ def bench_settings(tag: str, role: str, *, config: str | None, no_features: bool
     """
     values: dict[str, Any] = dict(
         topic_prefix=f"bench-{tag}.", app_id=f"bench-{tag}-{role}", web_enabled=False,
+        http_enabled=False,
         data_dir=str(data_dir / role), metrics_interval_s=1.0, log_level="warning",
         registry_url=f"file://{data_dir / role}/registry-{tag}",
         registry_key=os.environ.get("STREAM_REGISTRY_KEY") or "bench-only-key-" + tag)

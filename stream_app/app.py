@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import socket
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
@@ -36,6 +37,7 @@ from stream_app.lifecycle import ModelKeeper, require_key
 from stream_app.pipeline import emit
 from stream_app.pipeline.engine import Engine
 from stream_app.pipeline.records import LabelBack, Output, Record
+from stream_app.security import faust_credentials
 from stream_app.settings import Settings
 from stream_app.transactions import Transactions
 
@@ -57,6 +59,16 @@ class StreamApp(faust.App):
     role_settled: asyncio.Event
     settings: Settings
     fetch_max_wait_ms: int = 500
+    #: ``/metrics``, ``/healthz``, ``/readyz`` (``stream_app.ops``): ``app.ops.routes()`` go
+    #: on the worker's HTTP server
+    ops: Any = None
+    #: the HTTP API (``stream_app.http``), started once the app is up; None: disabled
+    http: Any = None
+
+    async def on_started(self) -> None:
+        await super().on_started()
+        if self.http is not None:  # a child: stopped before on_shutdown closes the engine
+            await self.add_runtime_dependency(self.http)
 
     def _new_transport(self) -> Any:
         transport = super()._new_transport()
@@ -79,6 +91,9 @@ class StreamApp(faust.App):
                 await keeper.stop()  # the learner checkpoints on a clean stop
             except Exception:
                 log.exception("final checkpoint failed")
+        ops = getattr(self, "ops", None)
+        if ops is not None:
+            await ops.aclose()  # the readiness probe's Redis clients
         engine = getattr(self, "engine", None)
         if engine is not None:
             await engine.aclose()
@@ -87,6 +102,7 @@ class StreamApp(faust.App):
 def _app_options(settings: Settings) -> dict[str, Any]:
     opts: dict[str, Any] = dict(
         broker=settings.kafka_url,
+        broker_credentials=faust_credentials(settings.kafka),
         store="memory://",
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
@@ -117,8 +133,15 @@ def _app_options(settings: Settings) -> dict[str, Any]:
     return opts
 
 
-def create_app(settings: Settings, *, engine: Engine | None = None) -> StreamApp:
+def create_app(settings: Settings, *, engine: Engine | None = None,
+               http_socket: socket.socket | None = None,
+               http_routes: Sequence[Any] = ()) -> StreamApp:
     """Build the Faust app for these settings. Nothing connects until the worker starts.
+
+    With ``http_enabled`` the worker also serves the HTTP API (``stream_app.http``) on
+    ``http_socket`` (default: bound to ``http_host:http_port`` when it starts), with the
+    operating routes (``stream_app.ops``: ``/metrics``, ``/healthz``, ``/readyz``) and
+    ``http_routes`` (Starlette routes) mounted beside ``/v1``.
 
     Raises ``ConfigError`` without ``STREAM_REGISTRY_KEY`` while the lifecycle is enabled.
     """
@@ -131,6 +154,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> StreamApp
     if settings.exactly_once:
         app.transactions = Transactions(settings, group_id=app.conf.id)
     app.keeper = ModelKeeper(settings, app.engine) if settings.lifecycle.enabled else None
+    app.ops = _ops(app)
     app.engine.learning_enabled = False  # until this worker is given the labels partition
     # one fetch is one batch: the broker answers as soon as a record waits, and holds an idle
     # fetch open at most this long (Faust hard-codes 1.5 s)
@@ -224,7 +248,24 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> StreamApp
 
     if keeper is not None:
         _register_lifecycle(app, keeper, send_all)
+    if settings.http_enabled:
+        from stream_app.http.predict import Predictor
+        from stream_app.http.server import HttpService, create_http_app
+
+        # /metrics, /healthz and /readyz beside the API (no key: probes and scrapers)
+        routes = [*app.ops.routes(), *http_routes]
+        asgi = create_http_app(settings, Predictor(app.engine, send_all), extra_routes=routes)
+        app.http = HttpService(asgi, settings, http_socket,
+                               lambda: _retrying("http: starting", ready, app))
     return app
+
+
+def _ops(app: StreamApp) -> Any:
+    """The app's metrics registry and probes (no I/O until a route is called)."""
+    from stream_app.ops.routes import Ops  # Starlette and prometheus-client, only here
+    from stream_app.ops.view import WorkerView
+
+    return Ops(WorkerView.of_app(app))
 
 
 async def _rewind(app: StreamApp, offsets: dict[Any, int]) -> None:

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     engine = Engine(settings)  # compiles the feature spec and builds the model; no I/O
     check_challenger_steps(settings)
     ensure_data_dir(settings)
+    http_socket = None
+    if settings.http_enabled:  # a taken port fails now, in one line, not after Faust started
+        from stream_app.http.server import bind
+
+        http_socket = bind(settings)
     try:
         import uvloop
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
@@ -78,8 +84,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
             from stream_app.logs import install
 
             install(logger)  # an outage is reported, not transcribed (stream_app.logs)
+            engine.redactor.install()  # configured patterns never reach a log line
 
-    app = create_app(settings, engine=engine)
+    app = create_app(settings, engine=engine, http_socket=http_socket)
     worker = _Worker(app, loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()  # returns only through SystemExit
     return 0
@@ -177,10 +184,24 @@ def cmd_models(args: argparse.Namespace) -> int:
     needed = {"show": 1, "promote": 2, "rollback": 1, "challenge": 1}.get(args.action, 0)
     if len(extra) < needed:
         raise ConfigError(f"models {args.action} needs {'NAME VERSION' if needed == 2 else 'NAME'}")
-    result = _run(registry_call(settings, args.action, *extra))
+    result = _run(registry_call(settings, args.action, *extra, force=args.force))
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     if args.action == "verify":
         return 0 if all(r["ok"] for r in result) else 1  # type: ignore[union-attr]
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    import re
+
+    from stream_app.http.auth import new_key
+
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", args.name):
+        raise ConfigError("keys add NAME: the name may hold 1 to 64 letters, digits, '.', '_' "
+                          "and '-'")
+    key, entry = new_key(args.name)
+    print(f"API key for {args.name} (shown once; only its salted hash is kept):\n{key}\n"
+          f"add this entry to STREAM_API_KEYS (comma-separated):\n{entry}")
     return 0
 
 
@@ -190,6 +211,124 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = _settings(args)
     return run_demo(settings, limit=args.limit, rate=args.rate, label_delay_s=args.label_delay,
                     embedded=args.embedded)
+
+
+# -- offline --------------------------------------------------------------------------------
+def cmd_offline_sink(args: argparse.Namespace) -> int:
+    import signal
+
+    from stream_app.offline.sink import Sink
+
+    settings = _settings(args)
+    _setup_logging(settings.log_level)
+    sink = Sink(settings)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await sink.run(stop, idle_exit_s=args.idle_exit)
+
+    _run(run())
+    print(orjson.dumps(sink.written).decode())
+    return 0
+
+
+def cmd_dataset(args: argparse.Namespace) -> int:
+    from stream_app.offline.dataset import build, write_dataset
+    from stream_app.offline.store import OfflineStore
+
+    settings = _settings(args)
+    _setup_logging("warning")
+    _check_dates(args.from_date, args.to_date)
+    if args.rebuild:
+        from stream_app.offline.rebuild import rebuild_dataset
+
+        table, counts = _run(rebuild_dataset(  # type: ignore[misc]
+            settings, from_date=args.from_date, to_date=args.to_date, model=args.model))
+    else:
+        table, counts = build(OfflineStore(settings.offline_url), from_date=args.from_date,
+                              to_date=args.to_date, model=args.model,
+                              horizon_s=settings.label_horizon_s)
+    meta = {"from": args.from_date, "to": args.to_date, "model": args.model,
+            "rebuilt": bool(args.rebuild), "counts": counts, "store": settings.offline_url}
+    digest = write_dataset(table, args.out, meta)
+    print(orjson.dumps(counts | {"out": args.out, "sha256": digest}).decode())
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from stream_app.offline.train import load_split, model_settings, register, train
+
+    settings = _settings(args)
+    _setup_logging("warning")
+    if args.holdout_from:
+        _check_dates(args.holdout_from)
+    conf = model_settings(args.model, settings.model)
+    split = load_split(args.dataset, holdout_from=args.holdout_from,
+                       fraction=settings.offline.holdout_fraction)
+    result = train(split, conf)
+    registered = _run(register(settings, result, conf))
+    print(orjson.dumps(registered, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def cmd_predict_batch(args: argparse.Namespace) -> int:
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from stream_app.errors import ServiceError
+    from stream_app.offline.batch import load_model, predict_file, redis_writer
+
+    settings = _settings(args)
+    _setup_logging("warning")
+    src, dst = Path(args.input), Path(args.output)
+    if not src.is_file():
+        raise ConfigError(f"no such input file: {src}")
+    model, snapshot_id = _run(load_model(settings, args.model))  # type: ignore[misc]
+    to_redis = redis_writer(settings) if args.to_redis else None
+    columns = [TextColumn("scoring"), BarColumn(), TaskProgressColumn(),
+               TextColumn("{task.fields[rows]:,} rows, {task.fields[rate]:,.0f} rows/s"),
+               TimeRemainingColumn()]
+    with Progress(*columns, console=None, transient=False, disable=args.no_progress) as bar:
+        task = bar.add_task("scoring", total=src.stat().st_size, rows=0, rate=0.0)
+        start, seen = time.perf_counter(), 0
+
+        def progress(rows: int, nbytes: int) -> None:
+            nonlocal seen
+            seen += rows
+            bar.update(task, advance=nbytes, rows=seen,
+                       rate=seen / max(1e-9, time.perf_counter() - start))
+
+        try:
+            report = predict_file(settings, model, snapshot_id, src, dst, on_progress=progress,
+                                  to_redis=to_redis)
+        except OSError as exc:
+            raise ConfigError(f"predict-batch: {exc}") from exc
+        except Exception as exc:
+            if type(exc).__module__.startswith("redis"):
+                raise ServiceError(f"--to-redis: {exc}") from exc
+            raise
+    print(orjson.dumps(report.as_dict() | {"model": model.name, "model_version": model.version,
+                                           "model_snapshot": snapshot_id,
+                                           "output": str(dst)}).decode())
+    return 0
+
+
+def _check_dates(*dates: str) -> None:
+    import datetime as dt
+
+    for d in dates:
+        try:
+            dt.date.fromisoformat(d)
+        except ValueError:
+            raise ConfigError(f"not a date (YYYY-MM-DD): {d!r}") from None
 
 
 # -- parser ---------------------------------------------------------------------------------
@@ -266,7 +405,58 @@ def build_parser() -> argparse.ArgumentParser:
                                       "challenge"])
     m.add_argument("name", nargs="?", help="model name (show: NAME or NAME@VERSION)")
     m.add_argument("version", nargs="?")
+    m.add_argument("--force", action="store_true",
+                   help="promote: even if a version trained offline does not beat production "
+                        "on its holdout")
     m.set_defaults(func=cmd_models)
+
+    o = command("offline-sink", "write the feature-log topic to the offline store (Parquet)")
+    o.add_argument("--idle-exit", type=float, metavar="SECONDS",
+                   help="stop once everything is written and nothing came for this long")
+    o.set_defaults(func=cmd_offline_sink)
+
+    ds = command("dataset", "point-in-time training sets from the offline store")
+    ds.add_argument("action", choices=["build"])
+    ds.add_argument("--from", dest="from_date", required=True, metavar="DATE",
+                    help="first event date, YYYY-MM-DD (UTC)")
+    ds.add_argument("--to", dest="to_date", required=True, metavar="DATE",
+                    help="last event date, YYYY-MM-DD (UTC, inclusive)")
+    ds.add_argument("--model", help="only this model's scored events")
+    ds.add_argument("--out", required=True, metavar="FILE.parquet")
+    ds.add_argument("--rebuild", action="store_true",
+                    help="recompute the features from the events topic's history (same "
+                         "aggregate code), joined with the logged labels")
+    ds.set_defaults(func=cmd_dataset)
+
+    tr = command("train", "train a model on a data set, evaluate it on a time-based holdout, "
+                          "register it as a staging version")
+    tr.add_argument("--dataset", required=True, metavar="FILE.parquet",
+                    help="from `stream-app dataset build`")
+    tr.add_argument("--model", metavar="SPEC",
+                    help="a TOML file's [model] table or inline JSON (default: the configured "
+                         "model)")
+    tr.add_argument("--holdout-from", metavar="DATE",
+                    help="evaluate on the events from this UTC date on (default: the last "
+                         "offline.holdout_fraction of the rows by event time)")
+    tr.set_defaults(func=cmd_train)
+
+    pb = command("predict-batch", "score a file of events with a registered model (streams; "
+                                  "never learns)")
+    pb.add_argument("--input", required=True, metavar="FILE", help=".jsonl or .parquet")
+    pb.add_argument("--output", required=True, metavar="FILE", help=".jsonl or .parquet; bad "
+                    "rows go to FILE.rejects.jsonl")
+    pb.add_argument("--model", metavar="NAME[@VERSION[#SNAPSHOT]]",
+                    help="default: the configured model's production version, newest snapshot")
+    pb.add_argument("--to-redis", action="store_true",
+                    help="also keep each entity's newest prediction in Redis")
+    pb.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pb.set_defaults(func=cmd_predict_batch)
+
+    k = command("keys", "API keys for the HTTP API: `keys add NAME` prints a new key once, "
+                        "and the salted hash to put in STREAM_API_KEYS")
+    k.add_argument("action", choices=["add"])
+    k.add_argument("name", help="who the key is for (appears in the audit log)")
+    k.set_defaults(func=cmd_keys)
 
     d = command("demo", "the one-command tour on the embedded pair")
     d.add_argument("--limit", type=int, help="events to replay (default: all of phishing)")

@@ -5,7 +5,7 @@ UTF-8 JSON object. Builders here are pure and return ``bytes`` ready for Kafka.
 
 >>> TOPICS  # doctest: +NORMALIZE_WHITESPACE
 ('events', 'labels', 'predictions', 'drift', 'retrain-signals', 'dead-letters', 'metrics',
- 'predictions-shadow', 'models')
+ 'predictions-shadow', 'models', 'feature-log')
 >>> sorted(orjson.loads(dead_letter(b"{oops", "events", 2, 41, "invalid_json", "bad")))
 ['error', 'offset', 'partition', 'payload', 'reason', 'source_topic']
 >>> orjson.loads(dead_letter(b"\\xff\\xfe", "events", 0, 7, "invalid_json", "not utf-8"))["payload"]
@@ -27,6 +27,8 @@ __all__ = [
     "QUALITY_KINDS",
     "RETRAIN_FIELDS",
     "EVENT_FIELDS",
+    "FEATURE_LOG_FIELDS",
+    "LABEL_LOG_FIELDS",
     "LABEL_FIELDS",
     "PREDICTION_FIELDS",
     "MODEL_FIELDS",
@@ -46,10 +48,11 @@ DEAD_LETTERS: Final = "dead-letters"
 METRICS: Final = "metrics"
 PREDICTIONS_SHADOW: Final = "predictions-shadow"
 MODELS: Final = "models"
+FEATURE_LOG: Final = "feature-log"
 
 #: every topic the engine creates on start, before the prefix
 TOPICS: Final = (EVENTS, LABELS, PREDICTIONS, DRIFT, RETRAIN_SIGNALS, DEAD_LETTERS, METRICS,
-                 PREDICTIONS_SHADOW, MODELS)
+                 PREDICTIONS_SHADOW, MODELS, FEATURE_LOG)
 #: topics with one partition whatever ``partitions`` says: labels, so that exactly one worker
 #: (the one holding it) learns; ``models``, so that stage changes stay in order
 SINGLE_PARTITION: Final = (LABELS, MODELS)
@@ -74,6 +77,14 @@ PREDICTION_FIELDS: Final = (
 #: ``predictions-shadow`` (key: ``event_id``): a challenger's predictions, same fields
 #: ``models`` (key: model): one record per stage change of a model version
 MODEL_FIELDS: Final = ("model", "version", "from_stage", "to_stage", "reason", "at")
+#: ``feature-log`` (key: ``event_id``): what the offline store keeps (``stream_app.offline``).
+#: ``kind`` is ``features`` (a scored event: its ``snapshot`` is the exact feature vector,
+#: score and model version stored for the learner, ``{"x", "s", "v", "t", "l", "n"}``) or
+#: ``label`` (a label joined to that event by the learner)
+FEATURE_LOG_FIELDS: Final = ("kind", "event_id", "entity_id", "model", "event_timestamp",
+                             "snapshot")
+LABEL_LOG_FIELDS: Final = ("kind", "event_id", "model", "model_version", "label", "y",
+                           "label_timestamp", "joined_at")
 #: ``dead-letters`` (key: the source record's key); ``payload_encoding`` only when base64
 DEAD_LETTER_FIELDS: Final = ("source_topic", "partition", "offset", "reason", "error", "payload")
 

@@ -10,7 +10,8 @@
     └── RegistryError               the model registry refused a request
         ├── ModelNotFoundError      no such model, version or snapshot, or no production version
         ├── CheckpointError         no stored checkpoint passed verification (never unpickled)
-        └── FencedError             a checkpoint from a learner whose lease was taken over
+        ├── FencedError             a checkpoint from a learner whose lease was taken over
+        └── PromotionRefused        a trained version does not beat production on its holdout
 
 Bad *data* is never an exception: it becomes a dead-letter record (``stream_app.validate``).
 
@@ -26,6 +27,7 @@ __all__ = [
     "FencedError",
     "ModelNotFoundError",
     "ModelSpecError",
+    "PromotionRefused",
     "RegistryError",
     "ServiceError",
     "ServiceStartError",
@@ -71,3 +73,8 @@ class CheckpointError(RegistryError):
 
 class FencedError(RegistryError):
     """A checkpoint was refused: another learner took the model's lease since this one's."""
+
+
+class PromotionRefused(RegistryError):
+    """A version trained offline did not beat the production version on its own holdout
+    (``stream_app.offline.promote``); ``--force`` promotes it anyway."""

@@ -15,16 +15,30 @@ for the full ``fetch_max_wait_ms`` and takes about half the session timeout to j
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
+    IllegalSaslStateError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    TopicAlreadyExistsError,
+    UnsupportedSaslMechanismError,
+    for_code,
+)
 
 from stream_app.contract import TOPICS
-from stream_app.errors import ServiceError
+from stream_app.errors import ConfigError, ServiceError
+from stream_app.security import aiokafka_auth
 from stream_app.settings import Settings
 
 __all__ = [
@@ -35,8 +49,14 @@ __all__ = [
     "make_consumer",
     "make_producer",
     "producer_options",
+    "refused_by_kafka",
     "wait_for_kafka",
 ]
+
+#: what a broker says when it will never let these credentials in: retrying cannot help
+_REFUSALS: Final = (SaslAuthenticationFailed, AuthenticationFailedError,
+                    AuthenticationMethodNotSupported, UnsupportedSaslMechanismError,
+                    IllegalSaslStateError)
 
 _EMBEDDED_CONSUMER: Final = {
     "fetch_max_wait_ms": 20,
@@ -60,7 +80,8 @@ def full_topic(settings: Settings, name: str) -> str:
 
 
 def _common(settings: Settings, role: str) -> dict[str, Any]:
-    return {"bootstrap_servers": settings.bootstrap_servers, "client_id": f"{settings.app_id}-{role}"}
+    return {"bootstrap_servers": settings.bootstrap_servers,
+            "client_id": f"{settings.app_id}-{role}"} | aiokafka_auth(settings.kafka)
 
 
 def producer_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
@@ -132,7 +153,8 @@ async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) 
     partitions = {full_topic(settings, n): settings.partitions_of(n) for n in names}
     admin = make_admin(settings)
     try:
-        await admin.start()
+        with _no_bootstrap_errors():  # the error raised below says it once
+            await admin.start()
         existing = set(await admin.list_topics())
         missing = [n for n in wanted if n not in existing]
         if not missing:
@@ -149,6 +171,9 @@ async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) 
                 raise ServiceError(f"cannot create topic {topic!r}: {detail}")
         return created
     except KafkaError as exc:
+        refusal = await refused_by_kafka(settings)
+        if refusal is not None:
+            raise refusal from None
         raise ServiceError(
             f"cannot create topics on Kafka at {settings.bootstrap_servers}: {exc!r}"
         ) from exc
@@ -170,6 +195,10 @@ async def wait_for_kafka(settings: Settings, timeout_s: float = 30.0) -> None:
             last = exc
         finally:
             await admin.close()
+        budget = min(5.0, deadline - time.monotonic())
+        refusal = await refused_by_kafka(settings, max(0.1, budget))
+        if refusal is not None:
+            raise refusal from None
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise ServiceError(
@@ -184,3 +213,54 @@ async def wait_for_kafka(settings: Settings, timeout_s: float = 30.0) -> None:
 async def _probe(admin: AIOKafkaAdminClient) -> None:
     await admin.start()
     await admin.list_topics()
+
+
+async def refused_by_kafka(settings: Settings, timeout_s: float = 5.0) -> ConfigError | None:
+    """Why the brokers refuse these settings for good, or ``None``.
+
+    aiokafka's bootstrap reports every failure as "Unable to bootstrap", so this connects once
+    to each bootstrap server itself: credentials the broker rejects, a mechanism it does not
+    offer, or a certificate that does not verify, are a :class:`ConfigError` (one line, exit
+    2, at once); a broker that is down or not answering is not a verdict (``None``), it is
+    waited for. Plaintext settings are never checked.
+    """
+    kafka = settings.kafka
+    if kafka.security_protocol == "PLAINTEXT":
+        return None
+    for server in settings.bootstrap_servers.split(","):
+        host, _, port = server.rpartition(":")
+        try:
+            conn = await asyncio.wait_for(create_conn(
+                host.strip("[]"), int(port), client_id=f"{settings.app_id}-probe",
+                request_timeout_ms=int(timeout_s * 1000), **aiokafka_auth(kafka)), timeout_s)
+        except _REFUSALS as exc:
+            return ConfigError(
+                f"Kafka at {server} refused {kafka.sasl_mechanism or kafka.security_protocol} "
+                f"credentials for user {kafka.sasl_username!r} (kafka.sasl_username, "
+                f"kafka.sasl_password): {exc}")
+        except ssl.SSLCertVerificationError as exc:
+            return ConfigError(
+                f"Kafka at {server}: its TLS certificate does not verify with kafka.ssl_cafile "
+                f"({kafka.ssl_cafile or 'the system trust store'}): {exc.verify_message}")
+        except (OSError, KafkaError, TimeoutError, ValueError):
+            continue
+        conn.close()
+        return None
+    return None
+
+
+class _DropBootstrapErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Unable connect to")
+
+
+@contextlib.contextmanager
+def _no_bootstrap_errors() -> Iterator[None]:
+    """aiokafka logs each bootstrap server it cannot reach; the caller's error says it."""
+    drop = _DropBootstrapErrors()
+    logger = logging.getLogger("aiokafka")
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)

@@ -33,11 +33,15 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 from features.spec import AggregateSettings, FeatureSettings
 from models.spec import ModelSettings, StepSettings
 from stream_app.errors import ConfigError
+from stream_app.offline.settings import OfflineSettings
 from stream_app.ops.settings import HealthSettings, QualitySettings
+from stream_app.security import KafkaSettings, check_redis_tls_files
 
 #: the domain schemas live beside their domain; settings composes them
 __all__ = ["AggregateSettings", "DriftSettings", "FeatureSettings", "HealthSettings",
-           "LabelSettings", "ModelSettings", "PerformanceSettings", "QualitySettings", "Settings", "StepSettings", "WarmupSettings", "load_settings",
+           "HttpSettings", "KafkaSettings", "LabelSettings", "ModelSettings", "OfflineSettings",
+           "PerformanceSettings", "QualitySettings", "Settings", "StepSettings", "WarmupSettings",
+           "load_settings",
            "redact_url"]
 
 
@@ -200,6 +204,46 @@ class LifecycleSettings(_Frozen):
     challenger_max_labels: int = Field(default=20_000, ge=10)
 
 
+class HttpSettings(_Frozen):
+    """The HTTP API's limits and output filtering (``stream_app.http``; README, "HTTP API").
+    Where it listens is ``http_host`` / ``http_port`` / ``http_enabled``, its keys
+    ``api_keys``."""
+
+    #: most events in one ``POST /v1/predict`` (``{"events": [...]}``) or labels in one
+    #: ``POST /v1/labels``
+    max_batch: int = Field(default=100, ge=1, le=10_000)
+    #: each key's token bucket: this many requests a second on average...
+    rate_per_s: float = Field(default=1000.0, gt=0)
+    #: ...and at most this many at once
+    burst: int = Field(default=200, ge=1)
+    #: a larger request body is refused with 413 before it is read to its end
+    max_body_bytes: int = Field(default=1024 * 1024, ge=64)
+    #: the score is rounded to this many decimals (against model extraction)
+    score_precision: int = Field(default=3, ge=0, le=17)
+    #: off: answers carry ``predicted`` only, never the score
+    return_score: bool = True
+    #: these fields' values (at any depth of an event or label) are replaced by
+    #: ``[redacted]`` in dead-letter payloads
+    redact_fields: tuple[str, ...] = ("email", "card_number")
+    #: text matching these regular expressions is replaced by ``[redacted]`` in dead-letter
+    #: payloads and errors, and in log lines (default: e-mail addresses, and 16-digit card
+    #: numbers, plain or in groups of four, that are not part of a longer number)
+    #: (a match may start only where the previous character cannot be in it: a long run of
+    #: letters then costs one scan, not one per letter)
+    redact_patterns: tuple[str, ...] = (r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+",
+                                        r"(?<!\d)(?<!\d\.)\d{4}(?:[ -]?\d{4}){3}(?!\d|\.\d)")
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _patterns(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in v:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
+        return v
+
+
 class Settings(BaseSettings):
     """Everything the engine is told, in one frozen object."""
 
@@ -212,6 +256,8 @@ class Settings(BaseSettings):
 
     # -- services ---------------------------------------------------------
     kafka_url: str = "kafka://127.0.0.1:9092"
+    #: TLS, SASL and mutual TLS for every Kafka client (``stream_app.security``)
+    kafka: KafkaSettings = KafkaSettings()
     redis_url: str = "redis://127.0.0.1:6379/0"
     #: ``redis://...`` or ``memory://`` for the online feature store
     feature_store_url: str | None = None
@@ -235,6 +281,14 @@ class Settings(BaseSettings):
     app_id: str = Field(default="stream-app", min_length=1, max_length=200)
     web_port: int = Field(default=6066, ge=1, le=65535)
     web_enabled: bool = True
+    #: the HTTP API (``stream_app.http``), served by the worker on its own event loop; port 0
+    #: takes any free port (the worker logs which)
+    http_enabled: bool = True
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    #: ``NAME:ID:SALT:SHA256`` entries, comma-separated, made by ``stream-app keys add NAME``;
+    #: salted hashes only, never a key. None: every ``/v1/`` request is refused with 401
+    api_keys: Annotated[tuple[str, ...], NoDecode] = ()
     #: created with its parents when the worker starts
     data_dir: Path = Path(".stream-app")
     #: a starting worker waits this long for Kafka and each Redis to answer, then exits
@@ -261,13 +315,20 @@ class Settings(BaseSettings):
     #: start without one (the demo makes an ephemeral key)
     registry_key: SecretStr | None = None
 
+    # -- offline store ----------------------------------------------------------------
+    #: where the feature log's Parquet files live: ``file://PATH`` or any ``pyarrow.fs`` /
+    #: ``fsspec`` URL (``s3://bucket/prefix``, ...; see ``stream_app.offline.store``)
+    offline_url: str = "file://./offline"
+
     model: ModelSettings = ModelSettings()
     features: FeatureSettings = FeatureSettings()
     labels: LabelSettings = LabelSettings()
     drift: DriftSettings = DriftSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
+    offline: OfflineSettings = OfflineSettings()
     health: HealthSettings = HealthSettings()
     quality: QualitySettings = QualitySettings()
+    http: HttpSettings = HttpSettings()
 
     config_file: Path | None = None
 
@@ -290,6 +351,14 @@ class Settings(BaseSettings):
         _check_redis_url(v)
         return v
 
+    @field_validator("offline_url")
+    @classmethod
+    def _offline_url(cls, v: str) -> str:
+        scheme, sep, rest = v.partition("://")
+        if not sep or not scheme or not rest:
+            raise ValueError("must be a URL with a path: file://PATH, s3://bucket/prefix, ...")
+        return v
+
     @field_validator("registry_url")
     @classmethod
     def _registry_url(cls, v: str) -> str:
@@ -309,6 +378,21 @@ class Settings(BaseSettings):
 
         if v is not None and len(v.get_secret_value().encode()) < MIN_KEY_BYTES:
             raise ValueError(f"must be at least {MIN_KEY_BYTES} bytes")
+        return v
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _api_keys(cls, v: Any) -> Any:
+        """Comma-separated in the environment; each entry ``NAME:ID:SALT:SHA256`` (hex)."""
+        if isinstance(v, str):
+            text = v.strip()
+            v = orjson.loads(text) if text.startswith("[") else \
+                [part.strip() for part in text.split(",") if part.strip()]
+        for i, entry in enumerate(v or ()):
+            if not isinstance(entry, str) or not _KEY_ENTRY.fullmatch(entry):
+                # never echoed: a plaintext key pasted here by mistake must not reach a log
+                raise ValueError(f"entry {i + 1} is not NAME:ID:SALT:SHA256 (made by "
+                                 "`stream-app keys add NAME`)")
         return v
 
     @field_validator("app_id", "topic_prefix")
@@ -413,6 +497,8 @@ class Settings(BaseSettings):
                 continue
             if name == "registry_key" and self.registry_key is not None:
                 value = self.registry_key.get_secret_value()
+            if name == "kafka":
+                value |= self.kafka.secrets
             if name == "config_file":
                 env["STREAM_CONFIG"] = str(value)
                 continue
@@ -427,6 +513,8 @@ class Settings(BaseSettings):
 
 
 _KAFKA_NAME: Final = re.compile(r"[A-Za-z0-9._-]*")
+#: an ``api_keys`` entry: name, key id, salt and SHA-256, the last three hex
+_KEY_ENTRY: Final = re.compile(r"[A-Za-z0-9._-]{1,64}:[0-9a-f]{8}:[0-9a-f]{32}:[0-9a-f]{64}")
 
 
 def _check_host_port(netloc: str) -> None:
@@ -467,6 +555,7 @@ def _check_redis_url(url: str) -> None:
     db = parts.path.strip("/")
     if db and not db.isdigit():
         raise ValueError(f"the path of {redact_url(url)} must be a database number (e.g. /0)")
+    check_redis_tls_files(url)
 
 
 def redact_url(url: str) -> str:

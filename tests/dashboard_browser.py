@@ -4,8 +4,9 @@ Used by ``tests/test_dashboard_browser.py``, and run by hand to refresh the READ
 
     python -m tests.dashboard_browser docs/dashboard.png   # with STREAM_KAFKA_URL / STREAM_REDIS_URL
 
-The worker is ``tests/ops_worker.py`` (``create_app`` plus the ops routes, dashboard included,
-on its own loop); events and labels come from ``stream-app replay synthetic``; the browser is
+The worker is ``stream-app worker`` itself, whose HTTP server mounts ``app.ops.routes()`` (the
+dashboard's included) on ``http_port``; events and labels come from ``stream-app replay
+synthetic``; the browser is
 Debian's ``chromium``, driven by Playwright with ``executable_path`` (no browser download).
 """
 
@@ -24,6 +25,7 @@ from typing import IO, Any
 
 import aiohttp
 
+from stream_app.http.auth import new_key
 from stream_app.settings import Settings, load_settings
 from stream_app.tools import services as svc
 
@@ -38,10 +40,15 @@ def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def start_worker(settings: Settings, port: int, log: IO[bytes]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "tests.ops_worker", str(port)],
-                            env=svc.worker_env(settings), stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, cwd=ROOT)
+def http(port: int) -> dict[str, Any]:
+    """Settings of a worker whose HTTP server (and so the dashboard) listens on ``port``."""
+    _, entry = new_key("dashboard")
+    return {"http_enabled": True, "http_port": port, "api_keys": (entry,)}
+
+
+def start_worker(settings: Settings, log: IO[bytes]) -> subprocess.Popen[bytes]:
+    """``stream-app worker`` (``settings.http_port`` serves the dashboard)."""
+    return svc.start_worker(settings, log)
 
 
 def start_replay(settings: Settings, log: IO[bytes], *, rate: float, limit: int,
@@ -101,14 +108,14 @@ async def screenshot(out: Path, seconds: float = 110.0) -> None:
     assert executable, "install Debian's chromium first"
     work = Path(tempfile.mkdtemp(prefix="dashboard-"))
     tag = uuid.uuid4().hex[:8]
+    port = svc.free_port()
     settings = load_settings(
         topic_prefix=f"shot{tag}.", app_id=f"shot-{tag}", web_enabled=False, partitions=2,
         data_dir=str(work), registry_url=f"file://{work}/registry",
         registry_key="screenshot-registry-key-0123456789",
-        drift={"window": 500, "check_every": 100})
-    port = svc.free_port()
+        drift={"window": 500, "check_every": 100}, **http(port))
     with (work / "worker.log").open("wb") as wlog, (work / "replay.log").open("wb") as rlog:
-        worker = start_worker(settings, port, wlog)
+        worker = start_worker(settings, wlog)
         replay = None
         try:
             assert await ready(port), (work / "worker.log").read_text()[-2000:]

@@ -70,7 +70,9 @@ async def _run(app: StreamApp, process, sink: ListSink, batch: list[Record],
 
 
 def _topics(sink: ListSink) -> list[str]:
-    return [t for t, _, _ in sink.sent]
+    """The topics sent to, but the feature log (one record per scored event, beside its
+    prediction: ``stream_app.offline``)."""
+    return [t for t, _, _ in sink.sent if t != "feature-log"]
 
 
 async def test_an_infrastructure_error_is_retried_until_it_passes() -> None:

@@ -41,7 +41,10 @@ def test_prometheus_scrapes_the_workers_and_grafana_reads_prometheus() -> None:
     (job,) = config["scrape_configs"]
     assert job["metrics_path"] == "/metrics"
     assert job["dns_sd_configs"][0]["names"] == ["worker"]
-    assert job["dns_sd_configs"][0]["port"] == 8080
+    worker_env = {k: str(v) for k, v in services["worker"]["environment"].items()}
+    worker = load_settings(environ=worker_env)
+    assert job["dns_sd_configs"][0]["port"] == worker.http_port
+    assert worker.http_enabled and worker.http_host == "0.0.0.0"  # reachable from Prometheus
     source = yaml.safe_load((mounts["/etc/grafana/provisioning"] / "datasources" /
                              "prometheus.yml").read_text())["datasources"][0]
     assert source["url"] == "http://prometheus:9090"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,8 @@ class Run:
     snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
     emitted: int = 0
     other_topics: list[str] = field(default_factory=list)
+    #: feature-log records by kind (``features``: one per scored event; ``label``)
+    logged: Counter[str] = field(default_factory=Counter)
     #: data-quality records (``stream_app.ops.quality``) on the drift topic
     quality: list[dict[str, Any]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -109,6 +112,9 @@ async def _replay(path: Path, mutate: Callable[[int, LabelledEvent], None] | Non
 
 def _collect(run: Run, out: list[tuple[str, bytes | None, bytes]]) -> None:
     for topic, _key, value in encode(out):
+        if topic == "feature-log":  # the offline store's copy, beside the prediction
+            run.logged[orjson.loads(value)["kind"]] += 1
+            continue
         run.emitted += 1
         if topic == "drift" and orjson.loads(value).get("record") == "quality":
             run.quality.append(orjson.loads(value))
@@ -153,6 +159,7 @@ async def test_config_serves_a_synthetic_stream(path: Path) -> None:
     # the synthetic stream's event times start in 2023: stale, and nothing else is wrong
     assert {(r["kind"], r["subject"]) for r in run.quality} == {("freshness", "event_time")}
     assert run.emitted == N_EVENTS + len(run.quality)  # one prediction per event ...
+    assert run.logged["features"] == N_EVENTS  # ... and one feature-log record
     assert sorted(run.predictions) == sorted(ids)  # ... for every event
     assert {p["model"] for p in run.predictions.values()} == {run.settings.model.name}
     scores = run.scores()

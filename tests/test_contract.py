@@ -14,7 +14,7 @@ from stream_app.settings import load_settings
 def test_topic_names_are_pinned() -> None:
     assert contract.TOPICS == (
         "events", "labels", "predictions", "drift", "retrain-signals", "dead-letters", "metrics",
-        "predictions-shadow", "models")
+        "predictions-shadow", "models", "feature-log")
     assert contract.SINGLE_PARTITION == ("labels", "models")
 
 
@@ -23,7 +23,7 @@ def test_topics_take_the_prefix() -> None:
     assert [s.topic(t) for t in contract.TOPICS] == [
         "acme.events", "acme.labels", "acme.predictions", "acme.drift",
         "acme.retrain-signals", "acme.dead-letters", "acme.metrics",
-        "acme.predictions-shadow", "acme.models"]
+        "acme.predictions-shadow", "acme.models", "acme.feature-log"]
 
 
 def test_message_fields_are_pinned() -> None:

@@ -1,4 +1,5 @@
-"""The live dashboard in a real headless browser, on a real worker fed through real Kafka and Redis.
+"""The live dashboard in a real headless browser, on ``stream-app worker`` fed through real Kafka
+and Redis (its HTTP server mounts ``app.ops.routes()``, the dashboard's included).
 
 The page loads, every plot draws a canvas of nonzero size, the numbers and the series grow
 while ``stream-app replay`` sends events and labels, and the browser console stays empty (no
@@ -39,12 +40,12 @@ async def test_the_dashboard_draws_every_plot_and_moves_as_events_flow(
     from playwright.async_api import async_playwright
 
     kafka, redis, embedded = _service_urls
-    settings = make_settings(kafka, redis, embedded, tmp_path, partitions=2,
-                             drift={"window": 50, "check_every": 25})
-    await ensure_topics(settings)
     port = svc.free_port()
+    settings = make_settings(kafka, redis, embedded, tmp_path, partitions=2,
+                             drift={"window": 50, "check_every": 25}, **db.http(port))
+    await ensure_topics(settings)
     wlog, rlog = (tmp_path / "worker.log").open("wb"), (tmp_path / "replay.log").open("wb")
-    worker = db.start_worker(settings, port, wlog)
+    worker = db.start_worker(settings, wlog)
     replay = None
     console: list[tuple[str, str]] = []
     try:

@@ -29,6 +29,7 @@ def clean_env(tmp_path: Path, **variables: str) -> dict[str, str]:
     """No ``STREAM_*`` from outside; a registry key and a registry of this test's own."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_")}
     env |= {"STREAM_REGISTRY_KEY": TEST_REGISTRY_KEY, "STREAM_WEB_ENABLED": "false",
+            "STREAM_HTTP_ENABLED": "false",
             "STREAM_REGISTRY_URL": f"file://{tmp_path}/registry"}
     return env | variables
 

@@ -1,8 +1,9 @@
 """``/metrics``, ``/healthz`` and ``/readyz`` over a real HTTP server (uvicorn), on real Kafka and Redis.
 
-The engine is fed the way the worker's agent feeds it: batches fetched from Kafka by a real
-consumer, whose high waters give the lag. The readiness test runs its own redis-server on a
-free port and stops it (never the shared one).
+In process, the engine is fed the way the worker's agent feeds it: batches fetched from Kafka
+by a real consumer, whose high waters give the lag, with the routes on uvicorn. Then
+``stream-app worker`` itself, on its HTTP port. The readiness tests run their own
+redis-server on a free port and stop it (never the shared one).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -26,19 +26,20 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
 from stream_app import contract
+from stream_app.http.auth import new_key
 from stream_app.kafka_io import ensure_topics, make_consumer
+from stream_app.ops.health import Readiness
 from stream_app.ops.routes import Ops
 from stream_app.ops.view import WorkerView
 from stream_app.pipeline.engine import Engine
 from stream_app.pipeline.records import Record
 from stream_app.settings import Settings
 from stream_app.tools import services as svc
-from tests.conftest import IN_CI, make_settings
+from tests.conftest import IN_CI, WorkerProcess, make_settings
 from tests.kafka_helpers import event, label, produce
 
 pytestmark = [pytest.mark.integration]
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 class Server:
@@ -259,15 +260,12 @@ async def _code(get: Callable[[], Any], want: int) -> Any:
 @pytest.mark.slow
 async def test_a_real_worker_serves_metrics_that_move_as_events_flow(
         _service_urls: tuple[str, str, bool], tmp_path: Path) -> None:
-    """A worker built by ``create_app`` (tests/ops_worker.py mounts the routes as the HTTP
-    server will), fed events and labels through Kafka."""
+    """``stream-app worker`` with its HTTP server, fed events and labels through Kafka."""
     kafka, redis, embedded = _service_urls
-    settings = make_settings(kafka, redis, embedded, tmp_path, partitions=2)
+    server = _Remote(svc.free_port())
+    settings = _http_settings(kafka, redis, embedded, tmp_path, server.port, partitions=2)
     await ensure_topics(settings)
-    port = svc.free_port()
-    server = _Remote(port)
-    log = (tmp_path / "worker.log").open("wb")
-    proc = _start_ops_worker(settings, port, log)
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
 
     async def scrape() -> dict:
         code, text = await server.get("/metrics")
@@ -279,7 +277,7 @@ async def test_a_real_worker_serves_metrics_that_move_as_events_flow(
 
     try:
         assert (await _until(lambda: _code(server.ready, 200), timeout_s=90)) is not None, \
-            log.name
+            worker.log()[-3000:]
         before = await scrape()
         n = 60
         await produce(settings, contract.EVENTS, [(f"u{i % 6}".encode(), event(
@@ -291,10 +289,9 @@ async def test_a_real_worker_serves_metrics_that_move_as_events_flow(
         code, text = await server.get("/metrics")
         status, body = await server.ready()
     finally:
-        code = svc.stop_process(proc)
-        log.close()
-    assert after, (tmp_path / "worker.log").read_text()[-3000:]
-    assert code == 0, (tmp_path / "worker.log").read_text()[-3000:]
+        code = worker.stop()
+    assert after, worker.log()[-3000:]
+    assert code == 0, worker.log()[-3000:]
     assert _value(before, "stream_events_received_total") == 0
     assert _value(after, "stream_events_received_total") == n
     assert _value(after, "stream_end_to_end_latency_seconds_count") == n
@@ -311,10 +308,12 @@ async def test_a_real_worker_serves_metrics_that_move_as_events_flow(
     _promtool(text, tmp_path)
 
 
-def _start_ops_worker(settings: Settings, port: int, log: Any) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "tests.ops_worker", str(port)],
-                            env=svc.worker_env(settings), stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, cwd=ROOT)
+def _http_settings(kafka: str, redis: str, embedded: bool, data_dir: Path, port: int,
+                   **overrides: Any) -> Settings:
+    """A worker that serves its HTTP API (and so the ops routes) on ``port``."""
+    _, entry = new_key("tests")
+    return make_settings(kafka, redis, embedded, data_dir, http_enabled=True, http_port=port,
+                         api_keys=(entry,), **overrides)
 
 
 class _Remote:
@@ -342,12 +341,11 @@ async def test_a_real_worker_is_unready_while_its_redis_is_down_and_counts_the_r
     redis_port = svc.free_port()
     redis = svc._start_redis(binary, redis_port, tmp_path, "redis-worker")  # our own
     stall_s = 10.0
-    settings = make_settings(kafka, redis.url, embedded, tmp_path, partitions=1,
-                             health={"stall_s": stall_s, "redis_timeout_s": 0.5})
-    await ensure_topics(settings)
     server = _Remote(svc.free_port())
-    log = (tmp_path / "worker.log").open("wb")
-    proc = _start_ops_worker(settings, server.port, log)
+    settings = _http_settings(kafka, redis.url, embedded, tmp_path, server.port, partitions=1,
+                              health={"stall_s": stall_s, "redis_timeout_s": 0.5})
+    await ensure_topics(settings)
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
 
     async def errors() -> Any:
         code, text = await server.get("/metrics")
@@ -360,7 +358,7 @@ async def test_a_real_worker_is_unready_while_its_redis_is_down_and_counts_the_r
         return code == 200 and _value(_samples(text), "stream_events_predicted_total") == 10
 
     try:
-        assert await _until(lambda: _code(server.ready, 200), timeout_s=90), log.name
+        assert await _until(lambda: _code(server.ready, 200), timeout_s=90), worker.log()[-3000:]
         svc._kill(redis.pid)
         down = await _until(lambda: _code(server.ready, 503), timeout_s=stall_s)
         await produce(settings, contract.EVENTS, [(b"r", event(f"r-{i}", "r", x=1.0))
@@ -370,12 +368,33 @@ async def test_a_real_worker_is_unready_while_its_redis_is_down_and_counts_the_r
         up = await _until(lambda: _code(server.ready, 200), timeout_s=60)
         served = await _until(predicted_all, timeout_s=60)  # the retried batch goes through
     finally:
-        exit_code = svc.stop_process(proc)
-        log.close()
+        exit_code = worker.stop()
         svc._kill(redis.pid)
-    worker_log = (tmp_path / "worker.log").read_text()[-3000:]
+    worker_log = worker.log()[-3000:]
     assert down and '"redis":"redis://127.0.0.1' in down[1], worker_log
     assert retried, worker_log
     assert up, worker_log
     assert served, worker_log
     assert exit_code == 0, worker_log
+
+
+async def test_readiness_pings_a_tls_redis_with_an_acl_user(
+        _service_urls: tuple[str, str, bool], tls_redis: Any, tmp_path: Path) -> None:
+    """TLS and the ACL user come in the URL, as for the store (README, "Secured connections")."""
+    kafka, redis, embedded = _service_urls
+    verdicts = []
+    for password in (None, "wrong"):
+        settings = make_settings(kafka, redis, embedded, tmp_path,
+                                 feature_store_url=tls_redis.url(password=password))
+        engine = Engine(settings)
+        readiness = Readiness(WorkerView(settings=settings, engine=lambda e=engine: e,
+                                         consumer=lambda: None))
+        try:
+            verdicts.append((await readiness.facts()).redis)
+        finally:
+            await readiness.aclose()
+    (ok,), (refused,) = (list(v.values()) for v in verdicts)
+    assert ok is None
+    assert refused is not None and "Authentication" in refused
+    assert all("wrong" not in url and tls_redis.password not in url
+               for v in verdicts for url in v)  # passwords never shown

@@ -5,10 +5,11 @@
   records of kind ``missing_rate``, ``freshness`` and ``schema_change``;
 * ``prometheus``: a collector that reads what the worker already counts, at scrape time;
 * ``health``: liveness and readiness (partitions, Redis, model, a stalled consumer);
+* ``view``: what those read of a running worker (``WorkerView.of_app(app)``);
 * ``routes``: ``GET /metrics``, ``/healthz`` and ``/readyz`` as Starlette routes, for the
-  worker's HTTP server;
+  worker's HTTP server: ``ops_routes(WorkerView.of_app(app))``.
 * ``dashboard`` (and ``series``, its pure maths): the live dashboard at ``/dashboard``, its
-  page and the vendored uPlot in ``static/``.
+  page and the vendored uPlot in ``static/``; ``Ops.routes()`` includes its routes.
 
 Importing this package imports none of its modules (the engine imports ``quality`` only).
 """

@@ -95,12 +95,15 @@ class Readiness:
 
     async def _ping(self, url: str) -> str | None:
         client = self._clients.get(url)
-        if client is None:
+        if client is None:  # as the start-up probe (stream_app.preflight): TLS and ACL in the URL
             import redis.asyncio as aioredis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
 
             t = self._timeout_s
-            client = self._clients[url] = aioredis.from_url(
-                url, socket_timeout=t, socket_connect_timeout=t, retry_on_timeout=False)
+            client = self._clients[url] = aioredis.Redis.from_url(
+                url, protocol=2, socket_timeout=t, socket_connect_timeout=t,
+                retry=Retry(NoBackoff(), 0))
         try:
             await asyncio.wait_for(client.ping(), self._timeout_s)
         except asyncio.CancelledError:

@@ -46,9 +46,18 @@ from stream_app.ops.quality import QualityMonitor
 from stream_app.pipeline.drift import DriftStage
 from stream_app.pipeline.featurize import Featurizer
 from stream_app.pipeline.labels import LabelLedger, to_target
-from stream_app.pipeline.records import DeadLetter, LabelBack, Output, Prediction, Record
+from stream_app.pipeline.records import (
+    DeadLetter,
+    FeatureLog,
+    LabelBack,
+    LabelLog,
+    Output,
+    Prediction,
+    Record,
+)
 from stream_app.pipeline.schema import Schema
 from stream_app.pipeline.shadow import Challenger, shadow_score
+from stream_app.redact import Redactor
 from stream_app.settings import Settings
 from stream_app.validate import Event, Label, Limits, Rejection, parse_event, parse_label
 
@@ -88,6 +97,9 @@ class Engine:
         self._t_dead = settings.topic(contract.DEAD_LETTERS)
         self._t_shadow = settings.topic(contract.PREDICTIONS_SHADOW)
         self._t_labels = settings.topic(contract.LABELS)
+        #: every scored event and joined label also goes to the feature log (offline store)
+        self._t_feature_log = settings.topic(contract.FEATURE_LOG) \
+            if settings.offline.enabled else None
         self._threshold = settings.model.threshold
         self._positive = {p.lower() for p in settings.model.positive_labels}
         self._seen_ttl = 2 * settings.label_horizon_s
@@ -111,6 +123,11 @@ class Engine:
         self.learn_lock = asyncio.Lock()
         #: labels whose events are not scored yet wait on this; until then, they park at once
         self._scored = _Signal()
+        #: one batch of events at a time from read to commit, whether from Kafka or HTTP: two
+        #: batches in flight could both read an event id unclaimed and both score it
+        self.events_lock = asyncio.Lock()
+        #: configured fields and patterns never reach a dead letter (``stream_app.redact``)
+        self.redactor = Redactor(settings.http.redact_fields, settings.http.redact_patterns)
         self._hold_labels_after = 0.0
         self._fruitless_holds = 0
 
@@ -181,6 +198,28 @@ class Engine:
     async def process_events(self, records: Sequence[Record]) -> list[Output]:
         """Validate, enrich, score and remember one batch; return the records to emit.
 
+        See :meth:`predict_events`, which also says which event ids came before."""
+        async with self.events_lock:
+            return (await self._process_events(records))[0]
+
+    async def predict_events(self, records: Sequence[Record]
+                             ) -> tuple[list[Output], dict[str, Prediction | None]]:
+        """:meth:`process_events`, and each repeated ``event_id``'s first prediction (``None``
+        once its snapshot has expired): the HTTP API answers those 409, never scoring twice."""
+        async with self.events_lock:
+            out, repeated = await self._process_events(records)
+        first: dict[str, Prediction | None] = {
+            o.event_id: o for o in out if type(o) is Prediction and o.topic == self._t_predictions}
+        ask = [ev for _, ev in repeated if ev.event_id not in first]
+        snaps = await self.store.get_snapshots([ev.event_id for ev in ask]) if ask else []
+        for ev, snap in zip(ask, snaps, strict=True):
+            first[ev.event_id] = None if snap is None else self._from_snapshot(ev, snap)
+        return out, {ev.event_id: first[ev.event_id] for _, ev in repeated}
+
+    async def _process_events(self, records: Sequence[Record]
+                              ) -> tuple[list[Output], list[tuple[Record, Event]]]:
+        """The flow of :meth:`process_events`; also the events dropped as repeats.
+
         Idempotent under redelivery: nothing is written before ``commit_batch``, which claims the
         event ids together with the states and snapshots in one atomic step. A record that comes
         again from the same topic/partition/offset (the batch was processed but not acked)
@@ -206,11 +245,11 @@ class Engine:
             self.metrics.batch(len(records), 0, time.perf_counter() - t0)
             out.extend(self.quality.observe((), (), now=time.time(),
                                             changes=self.schema.take_changes()))
-            return out
+            return out, []
         entity_ids = list(dict.fromkeys(ev.entity_id for _, ev in fresh))
         read = await self.store.begin_batch(entity_ids, [ev.event_id for _, ev in fresh])
         t1 = time.perf_counter()
-        fresh, redelivered = self._dedupe(fresh, read.seen)
+        fresh, redelivered, repeated = self._dedupe(fresh, read.seen)
         if redelivered:
             out.extend(await self._replay_predictions(redelivered))
         states = dict(zip(entity_ids, read.states, strict=True))
@@ -254,12 +293,13 @@ class Engine:
         t3 = time.perf_counter()
         self.metrics.batch(len(records), len(snapshots), t3 - t0,
                            store_read_s=t1 - t0, score_s=t2 - t1, store_write_s=t3 - t2)
-        return out
+        return out, repeated
 
     def _dedupe(self, batch: list[tuple[Record, Event]], seen: Sequence[bytes | None]
-                ) -> tuple[list[tuple[Record, Event]], list[tuple[Record, Event]]]:
-        """Split into first sightings and redeliveries; count and drop true duplicates."""
-        fresh, redelivered = [], []
+                ) -> tuple[list[tuple[Record, Event]], list[tuple[Record, Event]],
+                           list[tuple[Record, Event]]]:
+        """Split into first sightings, redeliveries and true duplicates (counted, dropped)."""
+        fresh, redelivered, repeated = [], [], []
         in_batch: set[str] = set()
         for (rec, ev), claim in zip(batch, seen, strict=True):
             if claim is None and ev.event_id not in in_batch:
@@ -269,7 +309,8 @@ class Engine:
                 redelivered.append((rec, ev))
             else:
                 self.metrics.duplicate_events += 1
-        return fresh, redelivered
+                repeated.append((rec, ev))
+        return fresh, redelivered, repeated
 
     def _score(self, batch: list[tuple[Record, Event]], xs: list[dict[str, float]],
                out: list[Output]) -> tuple[dict[str, bytes], dict[str, bytes],
@@ -284,7 +325,7 @@ class Engine:
         model = self.model
         sid, version, name, threshold = self.snapshot_id, model.version, model.name, \
             self._threshold
-        topic = self._t_predictions
+        topic, log_topic = self._t_predictions, self._t_feature_log
         latencies: list[float] = []
         scored: list[dict[str, float]] = []
         for (rec, ev), x in zip(batch, xs, strict=True):
@@ -306,7 +347,10 @@ class Engine:
                 if shadow is not None:
                     out.append(shadow)
                     snap["c"], snap["cv"] = shadow.score, shadow.model_version
-            snapshots[ev.event_id] = orjson.dumps(snap)
+            snapshots[ev.event_id] = snapshot = orjson.dumps(snap)
+            if log_topic is not None:  # the vector as scored, the learner's very bytes
+                out.append(FeatureLog(log_topic, ev.event_id, ev.entity_id, name, ev.timestamp,
+                                      snapshot))
             claims[ev.event_id] = _position(rec)
             scored.append(x)
             if drift_on:
@@ -330,18 +374,30 @@ class Engine:
             self.metrics.redelivered += 1
             if snap is None:  # expired: nothing to re-emit; the original was sent long ago
                 continue
-            s = orjson.loads(snap)
-            self.metrics.observe_latencies_ms((s["l"],))
-            out.append(Prediction(self._t_predictions, ev.event_id, ev.entity_id,
-                                  self.model.name, s["v"], s["s"],
-                                  decide(s["s"], self._threshold), ev.timestamp, s["t"], s["l"],
-                                  s.get("n", 0)))
+            prediction = self._from_snapshot(ev, snap)
+            self.metrics.observe_latencies_ms((prediction.latency_ms,))
+            out.append(prediction)
+            if self._t_feature_log is not None:  # the first attempt's may not be visible
+                out.append(FeatureLog(self._t_feature_log, ev.event_id, ev.entity_id,
+                                      self.model.name, ev.timestamp, snap))
         return out
 
+    def _from_snapshot(self, ev: Event, snap: bytes) -> Prediction:
+        """The prediction made when ``ev``'s id was scored, from its stored snapshot."""
+        s = orjson.loads(snap)
+        return Prediction(self._t_predictions, ev.event_id, ev.entity_id, self.model.name,
+                          s["v"], s["s"], decide(s["s"], self._threshold), ev.timestamp, s["t"],
+                          s["l"], s.get("n", 0))
+
     def dead_letter(self, rec: Record, reason: str, error: str) -> DeadLetter:
-        """The dead letter of ``rec`` (counted by reason)."""
+        """The dead letter of ``rec`` (counted by reason), redacted (``http.redact_*``)."""
         self.metrics.dead_letter(reason)
-        return DeadLetter.of(self._t_dead, rec, reason, error)
+        letter = DeadLetter.of(self._t_dead, rec, reason, error)
+        redactor = self.redactor
+        if redactor.enabled:
+            letter.payload = redactor.payload(letter.payload)
+            letter.error = redactor.text(letter.error)
+        return letter
 
     # -- labels -----------------------------------------------------------------------------
     def to_target(self, label: bool | int | str) -> bool:
@@ -467,9 +523,13 @@ class Engine:
         """Learn from the features as scored; measure the prediction made before learning."""
         s = orjson.loads(snap)
         y = to_target(label.label, self._positive)
-        self.metrics.label_joined(y, s["s"], self._threshold, delay_s=time.time() - s["t"])
+        now = time.time()
+        self.metrics.label_joined(y, s["s"], self._threshold, delay_s=now - s["t"])
+        logged: list[Output] = [] if self._t_feature_log is None else [LabelLog(
+            self._t_feature_log, label.event_id, self.model.name, s["v"], label.label, y,
+            label.timestamp, now)]
         if not self.learning_enabled or self.model.kind != "classifier":
-            return []
+            return logged
         x = s["x"]
         self.model.learn_one(x, y)
         self.metrics.learned += 1
@@ -480,7 +540,7 @@ class Engine:
         if challenger is not None:
             challenger.learn(x, y, champion_score=s["s"], score=s.get("c"), version=s.get("cv"),
                              threshold=self._threshold)
-        return self.drift.observe_label(y, s["s"], learned=self.metrics.learned)
+        return logged + self.drift.observe_label(y, s["s"], learned=self.metrics.learned)
 
 
 class _Signal:

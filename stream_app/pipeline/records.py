@@ -1,16 +1,19 @@
 """Typed records: what the pipeline consumes and what it emits, serialised once, at emit.
 
 A consumed :class:`Record` is a Kafka record reduced to what the flow needs. The stages return
-typed outputs (:class:`Prediction`, :class:`DeadLetter`, :class:`RetrainSignal`,
-:class:`LabelBack`) that other stages can read without parsing bytes; :func:`encode` turns
-them into ``(topic, key, value)`` for the producer, with the wire format of
-``stream_app.contract``. Records that are bytes already (a ``models`` stage change, a drift
+typed outputs (:class:`Prediction`, :class:`FeatureLog`, :class:`LabelLog`, :class:`DeadLetter`,
+:class:`RetrainSignal`, :class:`LabelBack`) that other stages can read without parsing bytes;
+:func:`encode` turns them into ``(topic, key, value)`` for the producer, with the wire format
+of ``stream_app.contract``. Records that are bytes already (a ``models`` stage change, a drift
 episode) travel as :data:`Out`.
 
 >>> p = Prediction("predictions", "e1", "alice", "m", "1", 0.75, True, 10.0, 11.0, 2.5, 0)
 >>> topic, key, value = encode([p])[0]
 >>> topic, key, orjson.loads(value)["score"]
 ('predictions', b'e1', 0.75)
+>>> f = FeatureLog("feature-log", "e1", "alice", "m", 10.0, b'{"x":{"a":1.0},"s":0.75}')
+>>> orjson.loads(encode([f])[0][2])["snapshot"]["x"]
+{'a': 1.0}
 >>> d = DeadLetter.of("dead-letters", Record("events", 2, 41, b"k", b"{oops", 0.0),
 ...                   "invalid_json", "bad")
 >>> orjson.loads(encode([d])[0][2])["offset"], d.reason
@@ -26,8 +29,8 @@ import orjson
 
 from stream_app import contract
 
-__all__ = ["DeadLetter", "LabelBack", "Out", "Output", "Prediction", "Record", "RetrainSignal",
-           "encode"]
+__all__ = ["DeadLetter", "FeatureLog", "LabelBack", "LabelLog", "Out", "Output", "Prediction",
+           "Record", "RetrainSignal", "encode"]
 
 #: (topic, key, value) ready for the producer
 Out = tuple[str, bytes | None, bytes]
@@ -68,6 +71,51 @@ class Prediction:
             "predicted": self.predicted, "event_timestamp": self.event_timestamp,
             "scored_at": self.scored_at, "latency_ms": self.latency_ms,
             "model_snapshot": self.model_snapshot}))
+
+
+@dataclass(slots=True)
+class FeatureLog:
+    """A ``feature-log`` record of kind ``features``: one scored event, for the offline store.
+
+    ``snapshot`` is the very bytes stored for the learner (``{"x", "s", "v", "t", "l", "n"}``:
+    the feature vector as scored, score, model version, scored at, latency, registry
+    snapshot), spliced in as they are: logging an event costs one small dump, not a second
+    serialisation of its vector.
+    """
+
+    topic: str
+    event_id: str
+    entity_id: str
+    model: str
+    event_timestamp: float
+    snapshot: bytes
+
+    def encode(self) -> Out:
+        head = orjson.dumps({"kind": "features", "event_id": self.event_id,
+                             "entity_id": self.entity_id, "model": self.model,
+                             "event_timestamp": self.event_timestamp})
+        return (self.topic, self.event_id.encode(),
+                b"".join((head[:-1], b',"snapshot":', self.snapshot, b"}")))
+
+
+@dataclass(slots=True)
+class LabelLog:
+    """A ``feature-log`` record of kind ``label``: a label the learner joined to its event."""
+
+    topic: str
+    event_id: str
+    model: str
+    model_version: str
+    label: bool | int | str
+    y: bool
+    label_timestamp: float
+    joined_at: float
+
+    def encode(self) -> Out:
+        return (self.topic, self.event_id.encode(), orjson.dumps({
+            "kind": "label", "event_id": self.event_id, "model": self.model,
+            "model_version": self.model_version, "label": self.label, "y": self.y,
+            "label_timestamp": self.label_timestamp, "joined_at": self.joined_at}))
 
 
 @dataclass(slots=True)
@@ -133,7 +181,7 @@ class LabelBack:
 
 
 #: what a stage emits: a typed record, or one that is bytes already
-Output = Prediction | DeadLetter | RetrainSignal | LabelBack | Out
+Output = Prediction | FeatureLog | LabelLog | DeadLetter | RetrainSignal | LabelBack | Out
 
 
 def encode(outputs: Iterable[Output]) -> list[Out]:

@@ -175,7 +175,9 @@ def run_demo(settings: Settings, *, limit: int | None, rate: float, label_delay_
             svc.port_open(*svc.host_port(u), timeout=1.0)
             for u in (settings.kafka_url, settings.redis_url))
         updates: dict[str, Any] = {"topic_prefix": f"demo-{uuid.uuid4().hex[:6]}.",
-                                   "app_id": f"stream-app-demo-{uuid.uuid4().hex[:6]}"}
+                                   "app_id": f"stream-app-demo-{uuid.uuid4().hex[:6]}",
+                                   # the tour is the stream; a taken 8080 must not stop it
+                                   "http_enabled": False}
         if not use_configured:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="stream-demo-")))
             console.print("[bold]starting the embedded pair[/] (tansu broker + redis-server) …")
