@@ -66,6 +66,29 @@ class PrequentialMetrics:
     def n(self) -> int:
         return self._cumulative.n
 
+    def score_histogram(self) -> dict[str, Any]:
+        """The rolling window's scores by class, in the ROC AUC's bins: ``edges`` (the
+        ``n_thresholds`` thresholds, 0 to 1) and per bin between two edges the ``negative``
+        and ``positive`` labels whose score fell there (read from the counters ROC AUC keeps,
+        so it costs nothing per label).
+
+        >>> m = PrequentialMetrics(window=3, n_thresholds=3)
+        >>> for y, s in [(True, 0.9), (False, 0.2), (False, 0.4), (True, 0.6)]:
+        ...     m.update(y, s, 0.5)
+        >>> m.score_histogram()
+        {'edges': [0.0, 0.5, 1.0], 'negative': [2, 0], 'positive': [0, 1]}
+        """
+        rolling = self._rolling
+        n = len(rolling.thresholds)
+        edges = [i / (n - 1) for i in range(n)]
+        out: dict[str, Any] = {"edges": edges}
+        for name, counts in (("negative", rolling.hist[0]), ("positive", rolling.hist[1])):
+            bins = list(counts[1:n])  # k thresholds below the score: between edges k-1 and k
+            bins[0] += counts[0]  # below the lowest threshold (never, for a probability)
+            bins[-1] += counts[n]  # above the highest
+            out[name] = bins
+        return out
+
     def snapshot(self) -> dict[str, Any]:
         """``{"n", "window", "cumulative": {...}, "rolling": {...}}``, JSON-safe."""
         return {"n": self.n, "window": self.window, "cumulative": self._cumulative.snapshot(),

@@ -8,6 +8,8 @@
 * ``view``: what those read of a running worker (``WorkerView.of_app(app)``);
 * ``routes``: ``GET /metrics``, ``/healthz`` and ``/readyz`` as Starlette routes, for the
   worker's HTTP server: ``ops_routes(WorkerView.of_app(app))``.
+* ``dashboard`` (and ``series``, its pure maths): the live dashboard at ``/dashboard``, its
+  page and the vendored uPlot in ``static/``; ``Ops.routes()`` includes its routes.
 
 Importing this package imports none of its modules (the engine imports ``quality`` only).
 """

@@ -5,8 +5,10 @@
 >>> settings = load_settings(environ={}, feature_store_url="memory://")
 >>> engine = Engine(settings)
 >>> ops = Ops(WorkerView(settings=settings, engine=lambda: engine, consumer=lambda: None))
->>> [(r.path, sorted(r.methods)) for r in ops.routes()]
+>>> [(r.path, sorted(r.methods)) for r in ops.routes()[:3]]
 [('/metrics', ['GET', 'HEAD']), ('/healthz', ['GET', 'HEAD']), ('/readyz', ['GET', 'HEAD'])]
+>>> [r.path for r in ops.routes()[3:]]  # the live dashboard (stream_app.ops.dashboard)
+['/dashboard', '/dashboard/data', '/dashboard/static']
 
 ``create_app`` builds one for the worker, ``app.ops`` (closed on shutdown): mount
 ``app.ops.routes()`` on the HTTP server, e.g. ``create_http_app(..., extra_routes=app.ops.routes())``.
@@ -17,8 +19,9 @@ from __future__ import annotations
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
+from stream_app.ops.dashboard import Dashboard
 from stream_app.ops.health import Readiness
 from stream_app.ops.prometheus import make_registry
 from stream_app.ops.view import WorkerView
@@ -33,11 +36,12 @@ class Ops:
         self.view = view
         self.registry = registry or make_registry(view)
         self.readiness = Readiness(view)
+        self.dashboard = Dashboard(view)
 
-    def routes(self) -> list[Route]:
+    def routes(self) -> list[BaseRoute]:
         return [Route("/metrics", self.metrics, methods=["GET"]),
                 Route("/healthz", self.healthz, methods=["GET"]),
-                Route("/readyz", self.readyz, methods=["GET"])]
+                Route("/readyz", self.readyz, methods=["GET"]), *self.dashboard.routes()]
 
     async def metrics(self, request: Request) -> Response:
         """Every family, in the Prometheus text format (read now from the worker's counters)."""
@@ -56,6 +60,6 @@ class Ops:
         await self.readiness.aclose()
 
 
-def ops_routes(view: WorkerView) -> list[Route]:
-    """The three routes of a new :class:`Ops` for ``view``."""
+def ops_routes(view: WorkerView) -> list[BaseRoute]:
+    """The routes of a new :class:`Ops` for ``view`` (the live dashboard's included)."""
     return Ops(view).routes()
