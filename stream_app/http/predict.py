@@ -21,6 +21,7 @@ refused event is a dead letter from source topic ``http``.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 import secrets
@@ -116,7 +117,12 @@ class Outcome:
 
 
 class Predictor:
-    """Runs decoded HTTP events and labels through the worker's engine and producer."""
+    """Runs decoded HTTP events and labels through the worker's engine and producer.
+
+    Requests that arrive while a batch is in the engine go together in the next one (at most
+    ``http.max_batch`` x 4 events): under load one engine call, two Redis round trips and one
+    Kafka send serve many requests; alone, a request waits for nobody.
+    """
 
     def __init__(self, engine: Engine, send: Callable[[list[Output]], Awaitable[None]]) -> None:
         self.engine = engine
@@ -126,6 +132,10 @@ class Predictor:
         # positions nobody else uses: a random start, so a restarted worker never meets its
         # own earlier claims (a claim from the same position would read as a redelivery)
         self._seq = itertools.count(secrets.randbits(62))
+        self._queue: list[tuple[list[Record], asyncio.Future[Any]]] = []
+        self._draining = False
+        self._most = 4 * engine.settings.http.max_batch
+        self._deliveries: set[asyncio.Task[None]] = set()
 
     def _record(self, obj: dict[str, Any], raw: bytes | None) -> Record:
         value = raw if raw is not None else orjson.dumps(obj)
@@ -149,20 +159,64 @@ class Predictor:
                                                       if single or e["loc"][1] == i])
                               for i, rec in enumerate(records) if parsed[i] is None])
             return Outcome(errors=errors)
-        outs, repeated = await engine.predict_events(records)
-        await self._send(outs)
+        scored, repeated = await self._score(records)
+        results: list[tuple[str, Prediction | None, bool]] = []
+        for rec, ev in zip(records, parsed, strict=True):
+            if rec.offset in repeated:  # scored before, or earlier in this very batch
+                results.append((ev.event_id, repeated[rec.offset], True))
+            else:  # None: the model refused it (a ``model_output`` dead letter)
+                results.append((ev.event_id, scored.get(ev.event_id), False))
+        return Outcome(results=results)
+
+    async def _score(self, records: list[Record]
+                     ) -> tuple[dict[str, Prediction], dict[int, Prediction | None]]:
+        """These records' predictions, scored with whatever else is waiting, once delivered."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((records, future))
+        if not self._draining:
+            self._draining = True
+            task = asyncio.ensure_future(self._drain())
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
+        return await future  # type: ignore[no-any-return]
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                take, n = [], 0
+                while self._queue and (not take or n + len(self._queue[0][0]) <= self._most):
+                    item = self._queue.pop(0)
+                    take.append(item)
+                    n += len(item[0])
+                try:
+                    outs, repeated = await self.engine.predict_events(
+                        [r for recs, _ in take for r in recs])
+                except Exception as exc:  # each request answers it (503 for an outage)
+                    for _, future in take:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                # delivered in the background: the next batch need not wait for this one's acks
+                task = asyncio.ensure_future(self._deliver(outs, repeated, take))
+                self._deliveries.add(task)
+                task.add_done_callback(self._deliveries.discard)
+        finally:
+            self._draining = False
+
+    async def _deliver(self, outs: list[Output], repeated: dict[int, Prediction | None],
+                       take: list[tuple[list[Record], asyncio.Future[Any]]]) -> None:
+        try:
+            await self._send(outs)
+        except Exception as exc:
+            for _, future in take:
+                if not future.done():
+                    future.set_exception(exc)
+            return
         scored = {o.event_id: o for o in outs
                   if type(o) is Prediction and o.topic == self._predictions}
-        results: list[tuple[str, Prediction | None, bool]] = []
-        seen: set[str] = set()
-        for ev in parsed:
-            eid = ev.event_id
-            if eid in seen or (eid in repeated and eid not in scored):  # before, or twice here
-                results.append((eid, scored.get(eid) or repeated.get(eid), True))
-            else:  # None: the model refused it (a ``model_output`` dead letter)
-                results.append((eid, scored.get(eid), False))
-            seen.add(eid)
-        return Outcome(results=results)
+        for _, future in take:
+            if not future.done():
+                future.set_result((scored, repeated))
 
     async def refuse(self, raw: bytes, rejection: Rejection) -> None:
         """Dead-letter a body refused as a whole (not JSON, not the batch's shape)."""
