@@ -180,7 +180,8 @@ async def amain(args: argparse.Namespace) -> None:
     key, entry = new_key("bench")
     settings = bench_settings(tag, "http", config=str(DEFAULT_CONFIG), no_features=False,
                               data_dir=tmp, http_enabled=True, http_port=0, api_keys=(entry,),
-                              log_level="info", http={"rate_per_s": 1e6, "burst": 1_000_000})
+                              log_level="info", http={"rate_per_s": 1e6, "burst": 1_000_000,
+                                                     "await_delivery": not args.no_wait})
     await ensure(settings)
     model = build_model(settings.model)
     for item in synthetic(1, 500, n_entities=50, start=time.time(), step_s=0.01):
@@ -195,7 +196,8 @@ async def amain(args: argparse.Namespace) -> None:
     try:
         ours = await _wait_url(worker, _URL, None)
         theirs = await _wait_url(seed, None, f"http://127.0.0.1:{seed_port}")
-        print(f"busy neighbours: {busy_neighbours() or 'none'}")
+        print(f"busy neighbours: {busy_neighbours() or 'none'}\n"
+              f"http.await_delivery = {not args.no_wait}")
         auth = {"Authorization": f"Bearer {key}"}
         n = int(args.rate * args.seconds)
         targets = [("stream-app /v1/predict (Redis features)", f"{ours}/v1/predict", auth),
@@ -236,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--batches", type=int, default=300, help="batches of 100 in the batch phase")
+    p.add_argument("--no-wait", action="store_true",
+                   help="http.await_delivery = false: answer once committed in Redis")
     p.add_argument("--stream", type=int, default=20_000,
                    help="events per stream phase (0: skip the stream phases)")
     asyncio.run(amain(p.parse_args(argv)))

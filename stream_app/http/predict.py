@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import re
 import secrets
 import time
@@ -33,6 +34,7 @@ from typing import Any
 import orjson
 
 from stream_app import contract
+from stream_app.errors import ServiceError
 from stream_app.pipeline.engine import Engine
 from stream_app.pipeline.records import DeadLetter, Output, Prediction, Record
 from stream_app.validate import Event, Limits, Rejection, check_event, check_label
@@ -40,8 +42,12 @@ from stream_app.validate import Event, Limits, Rejection, check_event, check_lab
 __all__ = ["Outcome", "Predictor", "check_events", "check_labels", "field_error",
            "shape_prediction"]
 
+log = logging.getLogger(__name__)
+
 #: dead letters of refused HTTP input name this as their source topic
 SOURCE = "http"
+#: a request waits this long for its batch to be scored and delivered, then answers 503
+_ANSWER_TIMEOUT_S = 5.0
 _EVENT_FIELDS = frozenset(contract.EVENT_FIELDS)
 _LABEL_FIELDS = frozenset(contract.LABEL_FIELDS)
 _LOC = re.compile(r"[A-Za-z_][\w]*(?:\.[^\s:]+)?")
@@ -135,6 +141,9 @@ class Predictor:
         self._queue: list[tuple[list[Record], asyncio.Future[Any]]] = []
         self._draining = False
         self._most = 4 * engine.settings.http.max_batch
+        self._await_delivery = engine.settings.http.await_delivery
+        self._outbox: list[tuple[list[Output], list[Any], Any]] = []
+        self._sending = False
         self._deliveries: set[asyncio.Task[None]] = set()
 
     def _record(self, obj: dict[str, Any], raw: bytes | None) -> Record:
@@ -155,7 +164,7 @@ class Predictor:
                     parsed[i] = None
         if errors:
             single = len(objs) == 1
-            await self._send([self._dead_letter(rec, [e for e in errors
+            await self._bounded([self._dead_letter(rec, [e for e in errors
                                                       if single or e["loc"][1] == i])
                               for i, rec in enumerate(records) if parsed[i] is None])
             return Outcome(errors=errors)
@@ -178,7 +187,12 @@ class Predictor:
             task = asyncio.ensure_future(self._drain())
             self._deliveries.add(task)
             task.add_done_callback(self._deliveries.discard)
-        return await future  # type: ignore[no-any-return]
+        try:  # an outage answers 503 in bounded time; the batch itself goes on
+            return await asyncio.wait_for(asyncio.shield(future), _ANSWER_TIMEOUT_S)  # type: ignore[no-any-return]
+        except TimeoutError:
+            raise ServiceError(f"no answer from Redis or Kafka within {_ANSWER_TIMEOUT_S:g} s; "
+                               "the events may be scored: a retry answers 409 with the "
+                               "prediction") from None
 
     async def _drain(self) -> None:
         try:
@@ -205,23 +219,62 @@ class Predictor:
 
     async def _deliver(self, outs: list[Output], repeated: dict[int, Prediction | None],
                        take: list[tuple[list[Record], asyncio.Future[Any]]]) -> None:
-        try:
-            await self._send(outs)
-        except Exception as exc:
-            for _, future in take:
-                if not future.done():
-                    future.set_exception(exc)
-            return
         scored = {o.event_id: o for o in outs
                   if type(o) is Prediction and o.topic == self._predictions}
+        if not self._await_delivery:  # committed in Redis: answer now, deliver meanwhile
+            self._answer(take, (scored, repeated))
+            await self._deliver_eventually(outs)
+            return
+        # one send for every batch scored while the previous send was out: a partition takes
+        # one record batch per round trip, so a send per batch would queue behind the acks
+        self._outbox.append((outs, take, (scored, repeated)))
+        if self._sending:
+            return
+        self._sending = True
+        try:
+            while self._outbox:
+                box, self._outbox = self._outbox, []
+                try:
+                    await self._send([o for outs_, _, _ in box for o in outs_])
+                except Exception as exc:
+                    for _, take_, _ in box:
+                        self._answer(take_, exc)
+                    continue
+                for _, take_, result in box:
+                    self._answer(take_, result)
+        finally:
+            self._sending = False
+
+    @staticmethod
+    def _answer(take: list[tuple[list[Record], asyncio.Future[Any]]], result: Any) -> None:
         for _, future in take:
-            if not future.done():
-                future.set_result((scored, repeated))
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    async def _deliver_eventually(self, outs: list[Output]) -> None:
+        """Retry with backoff for up to 10 minutes (the outputs are the stream's: lost only
+        if Kafka stays away that long, or the worker dies first; both are logged)."""
+        delay, deadline = 0.1, time.monotonic() + 600.0
+        while True:
+            try:
+                await self._send(outs)
+                return
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    log.error("HTTP outputs (%d records) not delivered: %s", len(outs), exc)
+                    return
+                log.warning("delivering HTTP outputs failed (%s); retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(10.0, delay * 2)
 
     async def refuse(self, raw: bytes, rejection: Rejection) -> None:
         """Dead-letter a body refused as a whole (not JSON, not the batch's shape)."""
         rec = Record(SOURCE, 0, next(self._seq), None, raw, time.time())
-        await self._send([self.engine.dead_letter(rec, rejection.reason, rejection.error)])
+        await self._bounded([self.engine.dead_letter(rec, rejection.reason, rejection.error)])
 
     def _dead_letter(self, rec: Record, errors: list[dict[str, Any]]) -> DeadLetter:
         reason = next((e["type"] for e in errors if e["type"] in contract.DEAD_LETTER_REASONS),
@@ -234,5 +287,14 @@ class Predictor:
         errors = check_labels(objs)
         if errors:
             return errors
-        await self._send([(self._labels, o["event_id"].encode(), orjson.dumps(o)) for o in objs])
+        await self._bounded([(self._labels, o["event_id"].encode(), orjson.dumps(o))
+                             for o in objs])
         return []
+
+    async def _bounded(self, outs: list[Output]) -> None:
+        """Send, or raise ``ServiceError`` (503) after ``_ANSWER_TIMEOUT_S``; the send goes on."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self._send(outs)), _ANSWER_TIMEOUT_S)
+        except TimeoutError:
+            raise ServiceError(f"Kafka did not take the records within {_ANSWER_TIMEOUT_S:g} s"
+                               ) from None
