@@ -75,6 +75,10 @@ class Redactor:
             return self.text(v)
         return v
 
+    def log_filter(self) -> logging.Filter:
+        """A filter that masks the patterns in each record's message."""
+        return _LogFilter(self)
+
     def install(self) -> None:
         """Mask patterns in every log record the root logger's handlers write."""
         if self._pattern is None:
@@ -90,6 +94,8 @@ class _LogFilter(logging.Filter):
         self._redactor = redactor
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if self._redactor._pattern is None:  # noqa: SLF001
+            return True
         message = record.getMessage()
         masked = self._redactor.text(message)
         if masked != message:

@@ -222,6 +222,10 @@ class HttpSettings(_Frozen):
     score_precision: int = Field(default=3, ge=0, le=17)
     #: off: answers carry ``predicted`` only, never the score
     return_score: bool = True
+    #: on: a prediction is answered once its ``predictions`` record (and any label that came
+    #: early, sent back to ``labels``) is on Kafka; off: once it is committed in Redis (claim,
+    #: snapshot, features), its records delivered meanwhile and retried for 10 minutes
+    await_delivery: bool = True
     #: these fields' values (at any depth of an event or label) are replaced by
     #: ``[redacted]`` in dead-letter payloads
     redact_fields: tuple[str, ...] = ("email", "card_number")

@@ -21,7 +21,9 @@ refused event is a dead letter from source topic ``http``.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import logging
 import re
 import secrets
 import time
@@ -32,6 +34,7 @@ from typing import Any
 import orjson
 
 from stream_app import contract
+from stream_app.errors import ServiceError
 from stream_app.pipeline.engine import Engine
 from stream_app.pipeline.records import DeadLetter, Output, Prediction, Record
 from stream_app.validate import Event, Limits, Rejection, check_event, check_label
@@ -39,8 +42,12 @@ from stream_app.validate import Event, Limits, Rejection, check_event, check_lab
 __all__ = ["Outcome", "Predictor", "check_events", "check_labels", "field_error",
            "shape_prediction"]
 
+log = logging.getLogger(__name__)
+
 #: dead letters of refused HTTP input name this as their source topic
 SOURCE = "http"
+#: a request waits this long for its batch to be scored and delivered, then answers 503
+_ANSWER_TIMEOUT_S = 5.0
 _EVENT_FIELDS = frozenset(contract.EVENT_FIELDS)
 _LABEL_FIELDS = frozenset(contract.LABEL_FIELDS)
 _LOC = re.compile(r"[A-Za-z_][\w]*(?:\.[^\s:]+)?")
@@ -116,7 +123,12 @@ class Outcome:
 
 
 class Predictor:
-    """Runs decoded HTTP events and labels through the worker's engine and producer."""
+    """Runs decoded HTTP events and labels through the worker's engine and producer.
+
+    Requests that arrive while a batch is in the engine go together in the next one (at most
+    ``http.max_batch`` x 4 events): under load one engine call, two Redis round trips and one
+    Kafka send serve many requests; alone, a request waits for nobody.
+    """
 
     def __init__(self, engine: Engine, send: Callable[[list[Output]], Awaitable[None]]) -> None:
         self.engine = engine
@@ -126,6 +138,13 @@ class Predictor:
         # positions nobody else uses: a random start, so a restarted worker never meets its
         # own earlier claims (a claim from the same position would read as a redelivery)
         self._seq = itertools.count(secrets.randbits(62))
+        self._queue: list[tuple[list[Record], asyncio.Future[Any]]] = []
+        self._draining = False
+        self._most = 4 * engine.settings.http.max_batch
+        self._await_delivery = engine.settings.http.await_delivery
+        self._outbox: list[tuple[list[Output], list[Any], Any]] = []
+        self._sending = False
+        self._deliveries: set[asyncio.Task[None]] = set()
 
     def _record(self, obj: dict[str, Any], raw: bytes | None) -> Record:
         value = raw if raw is not None else orjson.dumps(obj)
@@ -145,29 +164,117 @@ class Predictor:
                     parsed[i] = None
         if errors:
             single = len(objs) == 1
-            await self._send([self._dead_letter(rec, [e for e in errors
+            await self._bounded([self._dead_letter(rec, [e for e in errors
                                                       if single or e["loc"][1] == i])
                               for i, rec in enumerate(records) if parsed[i] is None])
             return Outcome(errors=errors)
-        outs, repeated = await engine.predict_events(records)
-        await self._send(outs)
+        scored, repeated = await self._score(records)
+        results: list[tuple[str, Prediction | None, bool]] = []
+        for rec, ev in zip(records, parsed, strict=True):
+            if rec.offset in repeated:  # scored before, or earlier in this very batch
+                results.append((ev.event_id, repeated[rec.offset], True))
+            else:  # None: the model refused it (a ``model_output`` dead letter)
+                results.append((ev.event_id, scored.get(ev.event_id), False))
+        return Outcome(results=results)
+
+    async def _score(self, records: list[Record]
+                     ) -> tuple[dict[str, Prediction], dict[int, Prediction | None]]:
+        """These records' predictions, scored with whatever else is waiting, once delivered."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((records, future))
+        if not self._draining:
+            self._draining = True
+            task = asyncio.ensure_future(self._drain())
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
+        try:  # an outage answers 503 in bounded time; the batch itself goes on
+            return await asyncio.wait_for(asyncio.shield(future), _ANSWER_TIMEOUT_S)  # type: ignore[no-any-return]
+        except TimeoutError:
+            raise ServiceError(f"no answer from Redis or Kafka within {_ANSWER_TIMEOUT_S:g} s; "
+                               "the events may be scored: a retry answers 409 with the "
+                               "prediction") from None
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                take, n = [], 0
+                while self._queue and (not take or n + len(self._queue[0][0]) <= self._most):
+                    item = self._queue.pop(0)
+                    take.append(item)
+                    n += len(item[0])
+                try:
+                    outs, repeated = await self.engine.predict_events(
+                        [r for recs, _ in take for r in recs])
+                except Exception as exc:  # each request answers it (503 for an outage)
+                    for _, future in take:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                # delivered in the background: the next batch need not wait for this one's acks
+                task = asyncio.ensure_future(self._deliver(outs, repeated, take))
+                self._deliveries.add(task)
+                task.add_done_callback(self._deliveries.discard)
+        finally:
+            self._draining = False
+
+    async def _deliver(self, outs: list[Output], repeated: dict[int, Prediction | None],
+                       take: list[tuple[list[Record], asyncio.Future[Any]]]) -> None:
         scored = {o.event_id: o for o in outs
                   if type(o) is Prediction and o.topic == self._predictions}
-        results: list[tuple[str, Prediction | None, bool]] = []
-        seen: set[str] = set()
-        for ev in parsed:
-            eid = ev.event_id
-            if eid in seen or (eid in repeated and eid not in scored):  # before, or twice here
-                results.append((eid, scored.get(eid) or repeated.get(eid), True))
-            else:  # None: the model refused it (a ``model_output`` dead letter)
-                results.append((eid, scored.get(eid), False))
-            seen.add(eid)
-        return Outcome(results=results)
+        if not self._await_delivery:  # committed in Redis: answer now, deliver meanwhile
+            self._answer(take, (scored, repeated))
+            await self._deliver_eventually(outs)
+            return
+        # one send for every batch scored while the previous send was out: a partition takes
+        # one record batch per round trip, so a send per batch would queue behind the acks
+        self._outbox.append((outs, take, (scored, repeated)))
+        if self._sending:
+            return
+        self._sending = True
+        try:
+            while self._outbox:
+                box, self._outbox = self._outbox, []
+                try:
+                    await self._send([o for outs_, _, _ in box for o in outs_])
+                except Exception as exc:
+                    for _, take_, _ in box:
+                        self._answer(take_, exc)
+                    continue
+                for _, take_, result in box:
+                    self._answer(take_, result)
+        finally:
+            self._sending = False
+
+    @staticmethod
+    def _answer(take: list[tuple[list[Record], asyncio.Future[Any]]], result: Any) -> None:
+        for _, future in take:
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    async def _deliver_eventually(self, outs: list[Output]) -> None:
+        """Retry with backoff for up to 10 minutes (the outputs are the stream's: lost only
+        if Kafka stays away that long, or the worker dies first; both are logged)."""
+        delay, deadline = 0.1, time.monotonic() + 600.0
+        while True:
+            try:
+                await self._send(outs)
+                return
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    log.error("HTTP outputs (%d records) not delivered: %s", len(outs), exc)
+                    return
+                log.warning("delivering HTTP outputs failed (%s); retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(10.0, delay * 2)
 
     async def refuse(self, raw: bytes, rejection: Rejection) -> None:
         """Dead-letter a body refused as a whole (not JSON, not the batch's shape)."""
         rec = Record(SOURCE, 0, next(self._seq), None, raw, time.time())
-        await self._send([self.engine.dead_letter(rec, rejection.reason, rejection.error)])
+        await self._bounded([self.engine.dead_letter(rec, rejection.reason, rejection.error)])
 
     def _dead_letter(self, rec: Record, errors: list[dict[str, Any]]) -> DeadLetter:
         reason = next((e["type"] for e in errors if e["type"] in contract.DEAD_LETTER_REASONS),
@@ -180,5 +287,14 @@ class Predictor:
         errors = check_labels(objs)
         if errors:
             return errors
-        await self._send([(self._labels, o["event_id"].encode(), orjson.dumps(o)) for o in objs])
+        await self._bounded([(self._labels, o["event_id"].encode(), orjson.dumps(o))
+                             for o in objs])
         return []
+
+    async def _bounded(self, outs: list[Output]) -> None:
+        """Send, or raise ``ServiceError`` (503) after ``_ANSWER_TIMEOUT_S``; the send goes on."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self._send(outs)), _ANSWER_TIMEOUT_S)
+        except TimeoutError:
+            raise ServiceError(f"Kafka did not take the records within {_ANSWER_TIMEOUT_S:g} s"
+                               ) from None

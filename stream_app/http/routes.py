@@ -21,7 +21,7 @@ from stream_app.inspection import drift_state, model_view, models_view
 from stream_app.settings import Settings
 from stream_app.validate import Rejection, classify_bad_json
 
-__all__ = ["TooLarge", "build_router", "json_response"]
+__all__ = ["TooLarge", "build_router", "json_response", "read_asgi"]
 
 
 #: a registry model name (``models.registry.types``), optionally ``@VERSION``
@@ -52,6 +52,25 @@ async def _read(request: Request, limit: int) -> bytes:
         if got > limit:
             raise TooLarge
         chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_asgi(scope: dict[str, Any], receive: Any, limit: int) -> bytes:
+    """The request body from ASGI ``receive``, refused past ``limit`` (:class:`TooLarge`)."""
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise TooLarge
+    chunks, got, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise TooLarge  # nobody to answer; nothing was read to act on
+        chunk = message.get("body", b"")
+        got += len(chunk)
+        if got > limit:
+            raise TooLarge
+        chunks.append(chunk)
+        more = message.get("more_body", False)
     return b"".join(chunks)
 
 
@@ -94,7 +113,10 @@ def build_router(settings: Settings, predictor: Predictor) -> APIRouter:
                  responses=_responses(401, 413, 422, 429, r200={"model": schemas.Predictions | schemas.Prediction},
                                       r409={"model": schemas.Prediction | schemas.Repeated}))
     async def predict(request: Request) -> Response:
-        body = await _read(request, limit)
+        return await answer(await _read(request, limit))
+
+    async def answer(body: bytes) -> Response:
+        """``POST /v1/predict``'s answer to ``body`` (also ``Guard``'s fast path)."""
         obj = await _decode(predictor, body)
         if isinstance(obj, Response):
             return obj
@@ -132,6 +154,8 @@ def build_router(settings: Settings, predictor: Predictor) -> APIRouter:
                 item["duplicate"] = repeated
             answers.append(item)
         return json_response({"predictions": answers} if batch else answers[0])
+
+    router.predict_answer = answer  # type: ignore[attr-defined]
 
     @router.post("/labels", summary="send labels to the labels topic", status_code=202,
                  openapi_extra=schemas.openapi_body(schemas.label_body(settings)),

@@ -203,18 +203,20 @@ class Engine:
             return (await self._process_events(records))[0]
 
     async def predict_events(self, records: Sequence[Record]
-                             ) -> tuple[list[Output], dict[str, Prediction | None]]:
-        """:meth:`process_events`, and each repeated ``event_id``'s first prediction (``None``
-        once its snapshot has expired): the HTTP API answers those 409, never scoring twice."""
+                             ) -> tuple[list[Output], dict[int, Prediction | None]]:
+        """:meth:`process_events`, and the first prediction of each record whose ``event_id``
+        was predicted before (by its ``offset``; ``None`` once that snapshot has expired): the
+        HTTP API answers those 409, never scoring twice. A repeat within ``records`` gets the
+        prediction made for its first copy."""
         async with self.events_lock:
             out, repeated = await self._process_events(records)
         first: dict[str, Prediction | None] = {
             o.event_id: o for o in out if type(o) is Prediction and o.topic == self._t_predictions}
-        ask = [ev for _, ev in repeated if ev.event_id not in first]
+        ask = list({ev.event_id: ev for _, ev in repeated if ev.event_id not in first}.values())
         snaps = await self.store.get_snapshots([ev.event_id for ev in ask]) if ask else []
         for ev, snap in zip(ask, snaps, strict=True):
             first[ev.event_id] = None if snap is None else self._from_snapshot(ev, snap)
-        return out, {ev.event_id: first[ev.event_id] for _, ev in repeated}
+        return out, {rec.offset: first[ev.event_id] for rec, ev in repeated}
 
     async def _process_events(self, records: Sequence[Record]
                               ) -> tuple[list[Output], list[tuple[Record, Event]]]:
