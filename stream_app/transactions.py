@@ -90,7 +90,6 @@ class Transactions:
         self.committed = 0
         self.dropped = 0
         self.retried = 0
-        self._failure: BaseException | None = None
         self._admin: Any = None
 
     def _producer(self, tid: str) -> AIOKafkaProducer:
@@ -149,12 +148,13 @@ class Transactions:
         """Send one batch of ``tp``: its outputs, then ``next_offset`` as the group's offset,
         in ``tp``'s next transaction (with the batches that come while the current one runs).
 
-        Returns at once, unless :attr:`max_waiting` outputs of ``tp`` are waiting already;
-        :meth:`wait` or a later submit raises a failure that is not Kafka's. A batch of a
-        partition this worker does not own is dropped (counted): its offset is not
-        committed, so its records come again to the owner.
+        Returns at once, unless :attr:`max_waiting` outputs of ``tp`` are waiting already.
+        Never raises into the agent (an exception escaping a Faust agent skips its batch, and
+        a later batch's offset would commit past it). A batch of a partition this worker does
+        not own, or has given up (fenced, a producer in a fatal state, a failure that is not
+        Kafka's), is dropped (counted): its offset is not committed, so its records come again
+        to the owner.
         """
-        self.raise_failure()
         key = TopicPartition(tp.topic, tp.partition)
         if key not in self._owned:
             self.dropped += 1
@@ -170,10 +170,9 @@ class Transactions:
             lane.task = asyncio.ensure_future(self._drain(key, lane))
 
     async def wait(self) -> None:
-        """Wait for every transaction in flight; raise a failure that is not Kafka's."""
+        """Wait for every transaction in flight."""
         while tails := [lane.task for lane in self._lanes.values() if lane.task is not None]:
             await asyncio.gather(*tails, return_exceptions=True)
-        self.raise_failure()
 
     async def _drain(self, tp: TopicPartition, lane: _Lane) -> None:
         """Run ``tp``'s transactions until no batch is waiting."""
@@ -183,11 +182,6 @@ class Transactions:
                 await self._run(tp, outputs, next_offset)
         finally:
             lane.task = None
-
-    def raise_failure(self) -> None:
-        failure, self._failure = self._failure, None
-        if failure is not None:
-            raise failure
 
     async def _run(self, tp: TopicPartition, outputs: list[Output], next_offset: int) -> None:
         delay, uncertain = 0.1, False
@@ -209,12 +203,12 @@ class Transactions:
                 return
             except _NotOwned:
                 continue
-            except ProducerFenced:
-                log.warning("%s[%d]: fenced, another worker owns it now; this worker's "
-                            "batches of it are dropped unseen", tp.topic, tp.partition)
-                self._owned.discard(tp)
-                if (p := self._producers.pop(tp, None)) is not None:
-                    asyncio.ensure_future(_quiet_stop(p))
+            except (ProducerFenced, _Unusable) as exc:
+                log.warning("%s[%d]: %s; this worker's batches of it are dropped unseen, "
+                            "and come again to the partition's owner", tp.topic, tp.partition,
+                            "fenced, another worker owns it now" if isinstance(exc, ProducerFenced)
+                            else exc)
+                self._give_up(tp)
             except KafkaError as exc:
                 self.retried += 1
                 uncertain = True
@@ -227,9 +221,18 @@ class Transactions:
                 delay = min(10.0, delay * 2)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # a bug, not Kafka: the agent's next submit raises it
-                self._failure = exc
-                return
+            except Exception:  # a bug, not Kafka: never commit past this batch
+                log.exception("%s[%d]: transaction failed unexpectedly; this worker's batches "
+                              "of it are dropped unseen until it is assigned again", tp.topic,
+                              tp.partition)
+                self._give_up(tp)
+
+    def _give_up(self, tp: TopicPartition) -> None:
+        """Stop sending ``tp``'s batches (none commits, so its records come again to whoever
+        is assigned it next, this worker included)."""
+        self._owned.discard(tp)
+        if (p := self._producers.pop(tp, None)) is not None:
+            asyncio.ensure_future(_quiet_stop(p))
 
     async def _committed(self, tp: TopicPartition) -> int:
         """The group's committed offset of ``tp`` (-1: none)."""
@@ -242,6 +245,8 @@ class Transactions:
 
     async def _transaction(self, producer: AIOKafkaProducer, tp: TopicPartition,
                            outputs: list[Output], next_offset: int) -> None:
+        if producer._txn_manager.is_fatal_error():  # noqa: SLF001 (fenced in its sender)
+            raise _Unusable("its producer hit a fatal error (fenced in the background)")
         await producer.begin_transaction()
         try:
             await emit.send(producer, outputs)
@@ -273,6 +278,10 @@ class _Lane:
         self.taken.set()
         self.taken.clear()
         return outputs, next_offset
+
+
+class _Unusable(Exception):
+    """A partition's producer cannot be used again (its transaction state is fatal)."""
 
 
 class _NotOwned(Exception):

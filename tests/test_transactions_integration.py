@@ -82,3 +82,36 @@ async def test_outputs_and_offsets_commit_together_and_a_newer_owner_fences(kafk
         assert "e2" not in seen and "e9" not in seen
     finally:
         await raw.stop()
+
+
+async def test_a_producer_fenced_in_the_background_drops_its_batches_and_never_raises(
+        kafka_settings) -> None:
+    """A zombie's producer can turn fatal in its sender (fenced while it was paused); the next
+    batch must neither raise into the agent (a Faust agent that raises skips its batch, and a
+    later offset would commit past it) nor commit: it is dropped and comes again."""
+    from aiokafka.errors import ProducerFenced
+
+    settings = kafka_settings
+    if not settings.exactly_once:
+        pytest.skip("the embedded broker has no transactions")
+    await ensure_topics(settings)
+    tp = TopicPartition(settings.topic(contract.EVENTS), 2)
+    group = f"{settings.app_id}-txn-fatal"
+    txn = Transactions(settings, group)
+    try:
+        await txn.on_assigned([tp])
+        await txn.submit(tp, [_out(settings, 20)], next_offset=1)
+        await txn.wait()
+        txn._producers[tp]._txn_manager.fatal_error(ProducerFenced())  # as its sender does
+        await txn.submit(tp, [_out(settings, 21)], next_offset=2)
+        await txn.wait()
+        assert (txn.committed, txn.dropped) == (1, 1)
+        assert await _committed(settings, group, tp) == 1
+        await txn.submit(tp, [_out(settings, 22)], next_offset=3)  # given up: dropped too
+        assert txn.dropped == 2
+        await txn.on_assigned([tp])  # assigned again: a new producer, batches commit again
+        await txn.submit(tp, [_out(settings, 23)], next_offset=4)
+        await txn.wait()
+        assert txn.committed == 2 and await _committed(settings, group, tp) == 4
+    finally:
+        await txn.stop()
