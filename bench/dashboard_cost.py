@@ -14,29 +14,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import random
 import statistics
 import time
 import tracemalloc
 
 import orjson
+from ops_cost import events  # the same synthetic batches
 
 from stream_app.ops.dashboard import Dashboard
 from stream_app.ops.view import WorkerView
 from stream_app.pipeline.engine import Engine
-from stream_app.pipeline.records import Record
 from stream_app.settings import load_settings
-
-
-def _events(n: int, features: int, seed: int, start: int) -> list[Record]:
-    rng = random.Random(seed)
-    now = time.time()
-    out = []
-    for i in range(start, start + n):
-        f = {f"f{j}": rng.gauss(0, 1) for j in range(features)}
-        body = {"event_id": f"e{i}", "entity_id": f"u{i % 1000}", "timestamp": now, "features": f}
-        out.append(Record("events", 0, i, b"k", orjson.dumps(body), now))
-    return out
 
 
 async def main(features: int, samples: int) -> None:
@@ -48,14 +36,14 @@ async def main(features: int, samples: int) -> None:
     board = Dashboard(view, interval_s=0.0, points=samples)
     spent = []
     for b in range(samples):  # timed without tracemalloc
-        await engine.process_events(_events(500, features, b, start=b * 500))
+        await engine.process_events(events(500, features, b, start=b * 500))
         t0 = time.perf_counter()
         await board.sample()
         spent.append(time.perf_counter() - t0)
     tracemalloc.start(30)  # a second board, counting what is allocated under its own frames
     second = Dashboard(view, interval_s=0.0, points=samples)
     for b in range(samples, 2 * samples):
-        await engine.process_events(_events(100, features, b, start=b * 500))
+        await engine.process_events(events(100, features, b, start=b * 500))
         await second.sample()
     ops = tracemalloc.Filter(True, "*/stream_app/ops/*", all_frames=True)
     rings_bytes = sum(t.size for t in tracemalloc.take_snapshot().filter_traces([ops]).traces)

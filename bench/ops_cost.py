@@ -29,7 +29,9 @@ from stream_app.pipeline.records import Record
 from stream_app.settings import load_settings
 
 
-def _events(n: int, features: int, seed: int, start: int = 0) -> list[Record]:
+def events(n: int, features: int, seed: int, start: int = 0) -> list[Record]:
+    """``n`` event records with ``features`` Gaussian features, ids from ``start`` (also used by
+    ``bench/dashboard_cost.py``)."""
     rng = random.Random(seed)
     now = time.time()
     out = []
@@ -41,7 +43,7 @@ def _events(n: int, features: int, seed: int, start: int = 0) -> list[Record]:
 
 
 def monitor_alone(batches: int, batch: int, features: int) -> float:
-    recs = _events(batch, features, 1)
+    recs = events(batch, features, 1)
     feats = [orjson.loads(r.value)["features"] for r in recs]
     ts = [time.time()] * batch
     q = QualityMonitor(QualitySettings(), topic="drift")
@@ -59,7 +61,7 @@ async def engine_round(quality: bool, batches: int, batch: int, features: int) -
     await engine.start()
     spent = 0.0
     for b in range(batches):
-        recs = _events(batch, features, b, start=b * batch)
+        recs = events(batch, features, b, start=b * batch)
         t0 = time.perf_counter()
         await engine.process_events(recs)
         spent += time.perf_counter() - t0
@@ -73,7 +75,7 @@ async def scrape_cost(features: int) -> tuple[float, int]:
     engine = Engine(settings)
     await engine.start()
     for b in range(20):
-        await engine.process_events(_events(500, features, b, start=b * 500))
+        await engine.process_events(events(500, features, b, start=b * 500))
     registry = make_registry(WorkerView(settings=settings, engine=lambda: engine,
                                         consumer=lambda: None))
     n = 50
