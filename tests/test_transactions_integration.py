@@ -3,6 +3,8 @@ an aborted batch is invisible, and a newer owner of a partition fences the older
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
 from aiokafka import TopicPartition
@@ -20,15 +22,25 @@ def _out(settings, i: int) -> tuple[str, bytes, bytes]:
             orjson.dumps({"event_id": f"e{i}"}))
 
 
-async def _committed(settings, group: str, tp: TopicPartition) -> int | None:
+async def _committed(settings, group: str, tp: TopicPartition, expected: int,
+                     timeout_s: float = 10.0) -> int | None:
+    """The group's committed offset of ``tp``, read until it is ``expected`` or ``timeout_s``
+    passes. A transaction's offsets stay pending after EndTxn returns, until the coordinator's
+    commit marker reaches the group coordinator (asynchronously, KIP-98), and an OffsetFetch in
+    that window still answers the previous offset."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
     admin = make_admin(settings)
     await admin.start()
     try:
-        offsets = await admin.list_consumer_group_offsets(group, partitions=[tp])
+        while True:
+            offsets = await admin.list_consumer_group_offsets(group, partitions=[tp])
+            meta = offsets.get(tp)
+            got = None if meta is None or meta.offset < 0 else meta.offset
+            if got == expected or asyncio.get_running_loop().time() > deadline:
+                return got
+            await asyncio.sleep(0.05)
     finally:
         await admin.close()
-    meta = offsets.get(tp)
-    return None if meta is None or meta.offset < 0 else meta.offset
 
 
 async def test_outputs_and_offsets_commit_together_and_a_newer_owner_fences(kafka_settings
@@ -46,7 +58,7 @@ async def test_outputs_and_offsets_commit_together_and_a_newer_owner_fences(kafk
         await old.submit(tp, [_out(settings, 0), _out(settings, 1)], next_offset=2)
         await old.wait()
         assert old.committed == 1
-        assert await _committed(settings, group, tp) == 2
+        assert await _committed(settings, group, tp, 2) == 2
 
         await new.on_assigned([tp])  # the partition moved while `old` was paused
         await old.submit(tp, [_out(settings, 2)], next_offset=3)  # `old` wakes up mid-batch
@@ -55,7 +67,7 @@ async def test_outputs_and_offsets_commit_together_and_a_newer_owner_fences(kafk
         await new.submit(tp, [_out(settings, 3)], next_offset=4)
         await new.wait()
         assert new.committed == 1
-        assert await _committed(settings, group, tp) == 4
+        assert await _committed(settings, group, tp, 4) == 4
         # a batch of a partition not owned is dropped, not sent
         await new.submit(TopicPartition(tp.topic, 0), [_out(settings, 9)], next_offset=1)
         assert new.dropped == 1
@@ -106,12 +118,12 @@ async def test_a_producer_fenced_in_the_background_drops_its_batches_and_never_r
         await txn.submit(tp, [_out(settings, 21)], next_offset=2)
         await txn.wait()
         assert (txn.committed, txn.dropped) == (1, 1)
-        assert await _committed(settings, group, tp) == 1
+        assert await _committed(settings, group, tp, 1) == 1
         await txn.submit(tp, [_out(settings, 22)], next_offset=3)  # given up: dropped too
         assert txn.dropped == 2
         await txn.on_assigned([tp])  # assigned again: a new producer, batches commit again
         await txn.submit(tp, [_out(settings, 23)], next_offset=4)
         await txn.wait()
-        assert txn.committed == 2 and await _committed(settings, group, tp) == 4
+        assert txn.committed == 2 and await _committed(settings, group, tp, 4) == 4
     finally:
         await txn.stop()
