@@ -1,8 +1,9 @@
 """Faust wiring: ``create_app(settings)`` builds the app, its topics and two thin agents.
 
 Agents read whole fetched batches (``stream_app.batching``), hand the batch to the :class:`~stream_app.pipeline.engine.Engine`
-and send what it returns. Exactly once (the default on Apache Kafka): a batch is one partition's
-records, and its outputs and its offset go in one transaction (``stream_app.transactions``).
+and send what it returns. Exactly once (the default on Apache Kafka): a batch's outputs are parted
+by input partition, and each partition's outputs and its offset go in one transaction
+(``stream_app.transactions``).
 At least once: the batch is acked only after every send is delivered, so a crash replays it and
 re-emits the outputs already sent. Either way the store's ``event_id`` claims turn a replay into
 no second scoring: a replayed event re-emits its stored prediction. Errors are handled per batch and then per event inside the
@@ -26,6 +27,7 @@ from typing import Any
 
 import faust
 import orjson
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 
@@ -36,7 +38,7 @@ from stream_app.kafka_io import ensure_topics, make_consumer, stop_consumer
 from stream_app.lifecycle import ModelKeeper, require_key
 from stream_app.pipeline import emit
 from stream_app.pipeline.engine import Engine
-from stream_app.pipeline.records import LabelBack, Output, Record
+from stream_app.pipeline.records import LabelBack, Output, Record, by_partition
 from stream_app.security import faust_credentials
 from stream_app.settings import Settings
 from stream_app.transactions import Transactions
@@ -379,7 +381,7 @@ def _register_batch_agent(
                 consumed(topic, partition, offset)
             outs = await _retrying(f"{name}: processing", lambda b=batch: _process_safely(
                 app, process, b), app)
-            if txn is not None:  # one partition's batch: its outputs and offset, atomically
+            if txn is not None:  # per partition: its outputs and offset, atomically
                 # labels sent back go first and outside the transaction: a transaction would
                 # leave its commit marker in the labels topic, a gap in the offsets the label
                 # ledger counts consumed ones by; a copy sent twice (this batch aborted and
@@ -389,8 +391,10 @@ def _register_batch_agent(
                     await _retrying(f"{name}: sending {len(back)} labels back",
                                     lambda o=back: send_all(o), app)
                     outs = [o for o in outs if type(o) is not LabelBack]
-                last = batch[-1]
-                await txn.submit(last, outs, last.offset + 1)
+                parts = by_partition(outs, [partition for _, partition in last])
+                for (topic, partition), offset in last.items():
+                    await txn.submit(TopicPartition(topic, partition), parts[partition],
+                                     offset + 1)
             else:
                 await _retrying(f"{name}: sending {len(outs)} records",
                                 lambda o=outs: send_all(o), app)

@@ -26,10 +26,14 @@ What a batch must keep (see ``shared/notes/faust-internals.md``):
   the queue drains, while the other topic's agent keeps being fed: a labels agent waiting for
   events must not stop the events. Memory stays bounded by aiokafka's own prefetch.
 
-* **Exactly once.** With transactional outputs (``stream_app.transactions``) each batch holds
-  one partition's records, its offset is committed in the batch's transaction and never here,
-  the partitions' producers start (fencing their previous owners) before their committed
-  offsets are read, and revoked partitions' transactions end before they are handed on.
+* **Exactly once.** With transactional outputs (``stream_app.transactions``) a batch's offsets
+  are committed in transactions and never here: the agent parts the batch's outputs by input
+  partition (``pipeline.records.by_partition``) and each partition's go in that partition's
+  next transaction, with its offset. The batch stays whole for the engine (one store round
+  trip for all its partitions: at 5,000 events/s over 4 partitions, one batch per partition
+  meant four times the round trips). The partitions' producers start (fencing their previous
+  owners) before their committed offsets are read, and revoked partitions' transactions end
+  before they are handed on.
 
 Concurrency stays 1 and per-record isolation is the agent's (``stream_app.app``).
 """
@@ -217,16 +221,14 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     await self._seek_when_flow_stopped()
                     continue
                 generation = self.app.consumer_generation_id
-                per_partition = self._transactions is not None
+                # exactly once: the agent commits each partition's offset in its transaction
+                commit = self._transactions is None
                 for topic, runs in _by_topic(records).items():
-                    # a transaction holds one partition's batch: its offset commits with it
-                    for part in ([run] for run in runs) if per_partition else (runs,):
-                        if self.app.consumer_generation_id != generation or not self.flow_active:
-                            break
-                        batch, spans = self._collect(part, active, read_offset)
-                        if batch:
-                            await self._deliver(topic, batch, spans, generation,
-                                                commit=not per_partition)
+                    if self.app.consumer_generation_id != generation or not self.flow_active:
+                        break
+                    batch, spans = self._collect(runs, active, read_offset)
+                    if batch:
+                        await self._deliver(topic, batch, spans, generation, commit=commit)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
                 log.info("Broker stopped consumer, shutting down...")

@@ -1,10 +1,10 @@
 """Exactly-once outputs: each batch's outputs and its consumed offset in one Kafka transaction.
 
-With ``processing_guarantee = "exactly_once"`` (the default on Apache Kafka) the consumer hands
-the agents one batch per partition (``stream_app.batching``) and :class:`Transactions` sends it
-on that partition's own transactional producer::
+With ``processing_guarantee = "exactly_once"`` (the default on Apache Kafka) the agent parts
+each batch's outputs by input partition (``pipeline.records.by_partition``) and
+:class:`Transactions` sends each part on that partition's own transactional producer::
 
-    begin -> the batch's predictions, dead letters, drift and model records
+    begin -> the part's predictions, dead letters, drift and model records
           -> the offset after the batch, for the worker's consumer group -> commit
 
 Readers with ``isolation_level="read_committed"`` see a batch's outputs exactly when its offset

@@ -117,3 +117,44 @@ async def test_a_failed_send_is_sent_again_and_nothing_is_scored_twice() -> None
     await _run(app, engine.process_events, sink, _batch("a", "b"), want=2)
     assert sink.calls == 3 and _topics(sink) == ["predictions", "predictions"]
     assert engine.metrics.predictions == 2
+
+
+class RecordingTransactions:
+    """Stands in for ``stream_app.transactions.Transactions``: records what is submitted."""
+
+    def __init__(self) -> None:
+        self.submitted: list[tuple[tuple[str, int], list[Output], int]] = []
+
+    async def submit(self, tp, outputs: Sequence[Output], next_offset: int) -> None:
+        self.submitted.append(((tp.topic, tp.partition), list(outputs), next_offset))
+
+
+async def test_exactly_once_parts_a_batch_of_several_partitions_into_their_transactions() -> None:
+    """One engine call for the whole fetch; each partition's outputs go with its own offset."""
+    app, engine = _app()
+    txn = app.transactions = RecordingTransactions()
+
+    def rec(partition: int, offset: int, value: bytes) -> Record:
+        return Record("events", partition, offset, b"k", value, time.time())
+
+    batch = [rec(2, 40, event("a", v=1.0)), rec(0, 7, event("b", v=2.0)), rec(2, 41, b"{"),
+             rec(0, 8, event("c", v=3.0)), rec(2, 42, event("b", v=4.0))]  # "b" again: a repeat
+    await engine.start()
+    agent = _register_batch_agent(app, app.topic("events"), "score", engine.process_events,
+                                  ListSink().send, engine.start)
+    async with agent.test_context() as ctx:
+        await ctx.put(batch)
+        deadline = time.monotonic() + 10
+        while not txn.submitted:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+    await engine.aclose()
+    assert [(tp, offset) for tp, _, offset in txn.submitted] == [(("events", 2), 43),
+                                                                 (("events", 0), 9)]
+    parts = {tp[1]: encode(outs) for tp, outs, _ in txn.submitted}
+    predicted = {p: sorted(orjson.loads(v)["event_id"] for t, _, v in outs if t == "predictions")
+                 for p, outs in parts.items()}
+    assert predicted == {2: ["a"], 0: ["b", "c"]}
+    dead = [orjson.loads(v) for t, _, v in parts[2] if t == "dead-letters"]
+    assert [(d["partition"], d["offset"], d["reason"]) for d in dead] == [(2, 41, "invalid_json")]
+    assert not any(t == "dead-letters" for t, _, _ in parts[0])

@@ -341,20 +341,23 @@ class Engine:
             now = time.time()
             latency_ms = max(0.0, (now - rec.timestamp) * 1000.0) if rec.timestamp else 0.0
             latencies.append(latency_ms)
+            part = rec.partition
             out.append(Prediction(topic, ev.event_id, ev.entity_id, name, version, score,
-                                  decide(score, threshold), ev.timestamp, now, latency_ms, sid))
+                                  decide(score, threshold), ev.timestamp, now, latency_ms, sid,
+                                  part))
             snap: dict[str, Any] = {"x": x, "s": score, "v": version, "t": now,
                                     "l": latency_ms, "n": sid}
             if challenger is not None:
                 shadow = shadow_score(challenger, self._t_shadow, ev, x, now, latency_ms,
                                       threshold)
                 if shadow is not None:
+                    shadow.source = part
                     out.append(shadow)
                     snap["c"], snap["cv"] = shadow.score, shadow.model_version
             snapshots[ev.event_id] = snapshot = orjson.dumps(snap)
             if log_topic is not None:  # the vector as scored, the learner's very bytes
                 out.append(FeatureLog(log_topic, ev.event_id, ev.entity_id, name, ev.timestamp,
-                                      snapshot))
+                                      snapshot, part))
             claims[ev.event_id] = _position(rec)
             scored.append(x)
             if drift_on:
@@ -374,16 +377,17 @@ class Engine:
             if raw_label is not None:
                 out.append(LabelBack(self._t_labels, event_id, raw_label))
                 self.metrics.labels_forwarded += 1
-        for (_, ev), snap in zip(batch, snaps, strict=True):
+        for (rec, ev), snap in zip(batch, snaps, strict=True):
             self.metrics.redelivered += 1
             if snap is None:  # expired: nothing to re-emit; the original was sent long ago
                 continue
             prediction = self._from_snapshot(ev, snap)
+            prediction.source = rec.partition
             self.metrics.observe_latencies_ms((prediction.latency_ms,))
             out.append(prediction)
             if self._t_feature_log is not None:  # the first attempt's may not be visible
                 out.append(FeatureLog(self._t_feature_log, ev.event_id, ev.entity_id,
-                                      self.model.name, ev.timestamp, snap))
+                                      self.model.name, ev.timestamp, snap, rec.partition))
         return out
 
     def _from_snapshot(self, ev: Event, snap: bytes) -> Prediction:

@@ -22,7 +22,7 @@ episode) travel as :data:`Out`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -30,7 +30,7 @@ import orjson
 from stream_app import contract
 
 __all__ = ["DeadLetter", "FeatureLog", "LabelBack", "LabelLog", "Out", "Output", "Prediction",
-           "Record", "RetrainSignal", "encode"]
+           "Record", "RetrainSignal", "by_partition", "encode"]
 
 #: (topic, key, value) ready for the producer
 Out = tuple[str, bytes | None, bytes]
@@ -63,6 +63,9 @@ class Prediction:
     scored_at: float
     latency_ms: float
     model_snapshot: int
+    #: the input partition of the event it answers (-1: none, e.g. HTTP); never emitted. Under
+    #: exactly once it says which partition's transaction carries it (:func:`by_partition`)
+    source: int = -1
 
     def encode(self) -> Out:
         return (self.topic, self.event_id.encode(), orjson.dumps({
@@ -89,6 +92,8 @@ class FeatureLog:
     model: str
     event_timestamp: float
     snapshot: bytes
+    #: the input partition of the event (as :attr:`Prediction.source`); never emitted
+    source: int = -1
 
     def encode(self) -> Out:
         head = orjson.dumps({"kind": "features", "event_id": self.event_id,
@@ -187,3 +192,33 @@ Output = Prediction | FeatureLog | LabelLog | DeadLetter | RetrainSignal | Label
 def encode(outputs: Iterable[Output]) -> list[Out]:
     """Serialise for the producer (tuples are bytes already)."""
     return [o if type(o) is tuple else o.encode() for o in outputs]  # type: ignore[union-attr]
+
+
+def by_partition(outputs: Iterable[Output], partitions: Sequence[int]) -> dict[int, list[Output]]:
+    """The outputs of a batch of several input partitions, apart per partition, each in order.
+
+    An event's prediction, feature log and dead letter go with its own partition (each goes in
+    that partition's transaction, with its offset); what the batch made as a whole (drift,
+    quality and lifecycle records) goes with the first partition.
+
+    >>> p = Prediction("predictions", "e1", "a", "m", "1", 0.9, True, 1.0, 2.0, 0.5, 0, source=3)
+    >>> d = DeadLetter("dead-letters", None, b"{", "events", 1, 7, "bad_json", "x")
+    >>> {k: [type(o).__name__ for o in v] for k, v in by_partition([p, d, ("drift", None, b"")],
+    ...                                                            [1, 3]).items()}
+    {1: ['DeadLetter', 'tuple'], 3: ['Prediction']}
+    """
+    first = partitions[0]
+    groups: dict[int, list[Output]] = {p: [] for p in partitions}
+    for o in outputs:
+        t = type(o)
+        if t is Prediction or t is FeatureLog:
+            part = o.source  # type: ignore[union-attr]
+        elif t is DeadLetter:
+            part = o.partition  # type: ignore[union-attr]
+        else:
+            part = first
+        group = groups.get(part)
+        if group is None:  # not from this batch's records (an HTTP prediction): not possible
+            raise ValueError(f"{t.__name__} from partition {part}, not in the batch's {partitions}")
+        group.append(o)
+    return groups
