@@ -21,6 +21,14 @@ What a batch must keep (see ``shared/notes/faust-internals.md``):
   generation; the stream skips stale ones as it does for single records.
 * **The read-offset filter.** Records below a partition's read offset are dropped, as Faust does,
   and the read offset moves to the last record delivered.
+* **Seeks win over records fetched before them.** A fetch returned just before a seek of its
+  partition (a learner's rewind to its restored snapshot, or Faust's seek to the committed
+  offset) must not be delivered after the seek: its last offset would become the read offset
+  and the filter would drop every record the seek went back for (seen: 180 to 270 labels never
+  learned after a learner was killed). Every seek of the aiokafka fetcher counts, on the
+  consumer's thread, against its partition; each fetch carries the counts it was made under,
+  and a run fetched under an older count is dropped (the seek moved the position: it comes
+  again from there). A batch delivered while its partition was sought moves no read offset.
 * **Back-pressure, per topic.** When an agent's queue holds :attr:`BatchConsumer.max_pending`
   batches, that topic's partitions leave the set Faust fetches for (``on_buffer_full``) until
   the queue drains, while the other topic's agent keeps being fed: a labels agent waiting for
@@ -102,8 +110,49 @@ class BatchMessage(ConsumerMessage):
         return msg
 
 
+class _Fetched(dict):  # type: ignore[type-arg]
+    """One fetch's records by partition, and the partitions' seek counts when it was made."""
+
+    __slots__ = ("seeks",)
+
+    def __init__(self, records: Mapping[TP, list[Any]], seeks: dict[tuple[str, int], int]
+                 ) -> None:
+        super().__init__(records)
+        self.seeks = seeks
+
+
+def _count_seeks(fetcher: Any, seeks: dict[tuple[str, int], int]) -> None:
+    """Make every seek of this aiokafka fetcher (``seek``, ``seek_to_committed``, ...: all go
+    through ``Fetcher.seek_to``) count against its partition first."""
+    if getattr(fetcher, "_stream_app_counted", False):
+        return
+    seek_to = fetcher.seek_to
+
+    def counted(tp: Any, offset: int) -> None:
+        key = (tp.topic, tp.partition)
+        seeks[key] = seeks.get(key, 0) + 1
+        seek_to(tp, offset)
+
+    fetcher.seek_to = counted
+    fetcher._stream_app_counted = True  # noqa: SLF001
+
+
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """Faust hard-codes ``fetch_max_wait_ms=1500``; the embedded broker holds every fetch that long."""
+    """Faust hard-codes ``fetch_max_wait_ms=1500``; the embedded broker holds every fetch that long.
+    Fetches also carry their partitions' seek counts (see the module doc)."""
+
+    async def _fetch_records(self, consumer: Any, active_partitions: Any,
+                             timeout: float | None = None,  # noqa: ASYNC109 (Faust's signature)
+                             max_records: int | None = None) -> Any:
+        seeks = self.consumer._seeks  # type: ignore[attr-defined]
+        _count_seeks(consumer._fetcher, seeks)  # noqa: SLF001 (created by consumer.start())
+        records = await super()._fetch_records(consumer, active_partitions, timeout=timeout,
+                                               max_records=max_records)
+        if not records:
+            return records
+        # no await since the fetcher drained these: no seek came between (one thread, one loop)
+        return _Fetched(records, {(tp.topic, tp.partition): seeks.get((tp.topic, tp.partition), 0)
+                                  for tp in records})
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
@@ -128,6 +177,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
         self._spans: dict[TP, deque[Span]] = {}
         #: topics whose agent has ``max_pending`` batches queued: not fetched for meanwhile
         self._full: set[str] = set()
+        #: per (topic, partition), the seeks of its fetch position so far (written on the
+        #: consumer's thread, read here: see the module doc)
+        self._seeks: dict[tuple[str, int], int] = {}
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -226,7 +278,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 for topic, runs in _by_topic(records).items():
                     if self.app.consumer_generation_id != generation or not self.flow_active:
                         break
-                    batch, spans = self._collect(runs, active, read_offset)
+                    batch, spans = self._collect(runs, active, read_offset,
+                                                 getattr(records, "seeks", None))
                     if batch:
                         await self._deliver(topic, batch, spans, generation, commit=commit)
         except self.consumer_stopped_errors:
@@ -243,10 +296,11 @@ class BatchConsumer(faust_aiokafka.Consumer):
             raise
 
     def _collect(self, runs: list[tuple[TP, list[Any]]], active: set[TP] | None,
-                 read_offset: Any) -> tuple[list[Record], dict[TP, Span]]:
+                 read_offset: Any, fetched_under: Mapping[tuple[str, int], int] | None = None
+                 ) -> tuple[list[Record], dict[TP, Span]]:
         batch: list[Record] = []
         spans: dict[TP, Span] = {}
-        for tp, recs in runs:
+        for tp, recs in _not_sought_since(runs, fetched_under, self._seeks):
             if active is not None and tp not in active and tp not in self._buffered_partitions:
                 continue
             floor = read_offset.get(tp)
@@ -272,9 +326,12 @@ class BatchConsumer(faust_aiokafka.Consumer):
         if commit:
             for tp, span in spans.items():
                 self._spans.setdefault(tp, deque()).append(span)
+        seeks = self._seeks
+        before = [seeks.get((tp.topic, tp.partition), 0) for tp in spans]
         await self.wait_first(self.callback(message), self.suspend_flow.wait())
-        for tp, span in spans.items():
-            self._read_offset[tp] = span.last
+        for (tp, span), count in zip(spans.items(), before, strict=True):
+            if seeks.get((tp.topic, tp.partition), 0) == count:  # else the seek set it
+                self._read_offset[tp] = span.last
         if self._queued(topic) >= self.max_pending:
             self._full.add(topic)
             for tp in self._assigned(topic):
@@ -302,6 +359,23 @@ class BatchConsumer(faust_aiokafka.Consumer):
             await self.perform_seek()
         except Exception as exc:  # as Faust's getmany: logged, the loop goes on
             log.warning("exception performing seek when flow not active %s", exc)
+
+
+def _not_sought_since(runs: list[tuple[TP, list[Any]]],
+                      fetched_under: Mapping[tuple[str, int], int] | None,
+                      seeks: Mapping[tuple[str, int], int]) -> list[tuple[TP, list[Any]]]:
+    """The runs of partitions not sought since their fetch (``fetched_under``: the seek counts
+    the fetch was made under; ``None``: a fetch that carries none, all kept)."""
+    if fetched_under is None:
+        return runs
+    kept = []
+    for tp, recs in runs:
+        key = (tp.topic, tp.partition)
+        if fetched_under.get(key, 0) == seeks.get(key, 0):
+            kept.append((tp, recs))
+        else:
+            log.debug("%s[%d]: dropping %d records fetched before a seek", *key, len(recs))
+    return kept
 
 
 def _by_topic(records: Mapping[TP, list[Any]]) -> dict[str, list[tuple[TP, list[Any]]]]:
