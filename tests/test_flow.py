@@ -194,3 +194,51 @@ async def test_a_slow_model_gives_the_loop_back_while_it_learns_a_batch(engine: 
     learns = [i for i, what in enumerate(trace) if what == "learn"]
     assert len(learns) == n and engine.metrics.learned == n
     assert "other" in trace[learns[0]:learns[-1]]  # it ran between two learns of the batch
+
+
+async def test_learning_waits_for_a_batch_of_events_being_scored(engine: Engine,
+                                                                 monkeypatch) -> None:
+    """Scoring comes before learning: once an events batch is under way, a slow model's
+    labels learn no more until it is done (the labels lag, the predictions do not)."""
+    from stream_app.pipeline.engine import LEARN_SLICE_S
+
+    n = 24
+    await engine.process_events([rec(i, event(f"e{i}", v=float(i))) for i in range(n)])
+    engine.learning_enabled = True
+    trace: list[str] = []
+    learn = engine.model.learn_one
+
+    begin = engine.store.begin_batch
+
+    async def slow_read(*args, **kwargs):  # a store round trip that takes a while
+        trace.append("scoring")
+        await asyncio.sleep(0.05)
+        return await begin(*args, **kwargs)
+
+    monkeypatch.setattr(engine.store, "begin_batch", slow_read)
+
+    learning = asyncio.Event()
+
+    def slow_learn(x, y=None) -> None:
+        time.sleep(LEARN_SLICE_S / 2)
+        trace.append("learn")
+        learning.set()
+        learn(x, y)
+
+    monkeypatch.setattr(engine.model, "learn_one", slow_learn)
+
+    async def score_later() -> list:
+        await learning.wait()  # start scoring while the labels learn
+        outs = await engine.process_events([rec(100 + i, event(f"x{i}", v=1.0))
+                                            for i in range(5)])
+        trace.append("scored")
+        return outs
+
+    scoring = asyncio.create_task(score_later())
+    await engine.process_labels([rec(i, label(f"e{i}", i % 2 == 0), "labels")
+                                 for i in range(n)])
+    outs = await scoring
+    assert len(outputs(outs, "predictions")) == 5 and engine.metrics.learned == n
+    start, end = trace.index("scoring"), trace.index("scored")
+    assert "learn" not in trace[start:end], trace  # no learn while the batch was scored
+    assert trace.count("learn") == n and trace[-1] == "learn"  # the labels went on after it

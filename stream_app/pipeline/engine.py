@@ -69,7 +69,8 @@ log = logging.getLogger(__name__)
 _LABEL_POLL_S = 0.05
 #: holds in a row that met no event before holding turns off for a while
 _FRUITLESS_HOLDS = 3
-#: learning gives the event loop back at least this often (scoring shares the loop: a slow
+#: learning gives the event loop back at least this often, and waits there for a batch of
+#: events being scored (``Engine._yield_to_scoring``; scoring shares the loop: a slow
 #: model's batch of labels would otherwise hold every prediction for as long as it learns;
 #: and each step of a transaction in flight waits for the loop: 20 ms slices stretched a
 #: transaction of five broker round trips past 50 ms at 5,000 events/s)
@@ -446,6 +447,7 @@ class Engine:
             labels[parsed.event_id] = (parsed, rec.value or b"", rec)
         ledger = self.ledger
         clock = time.perf_counter
+        scoring = self.events_lock.locked if self.model.kind == "classifier" else bool
         for labels in rounds:
             joined = await self._join(
                 {eid: raw for eid, (_, raw, _) in labels.items()},
@@ -457,10 +459,12 @@ class Engine:
                     status = JOINED  # consumed by a model that was lost before a checkpoint
                     self.metrics.labels_relearned += 1
                 if status == JOINED and snap is not None:
-                    out.extend(self._learn(label, snap))
-                    if clock() >= yield_at:  # between two learns the model is whole
-                        await asyncio.sleep(0)
+                    # between two learns the model is whole: yield at the end of a slice,
+                    # or at once when an events batch got under way meanwhile
+                    if clock() >= yield_at or scoring():
+                        await self._yield_to_scoring()
                         yield_at = clock() + LEARN_SLICE_S
+                    out.extend(self._learn(label, snap))
                 elif status in (DUPLICATE, REDELIVERED):
                     self.metrics.labels_duplicate += 1
                 elif status == EXPIRED:
@@ -526,6 +530,18 @@ class Engine:
                 self._fruitless_holds = 0
                 self._hold_labels_after = time.monotonic() + 10 * (time.monotonic() - start)
         return joined
+
+    async def _yield_to_scoring(self) -> None:
+        """Between two learns: give the loop back, and if a batch of events is being scored,
+        wait until it is done. Scoring comes first: when learning cannot keep up, the labels
+        lag (``consumer_lag`` on the labels topic) while predictions keep their latency; each
+        events batch costs learning at most one slice of waiting, never the other way round.
+        (An anomaly model learns inside the events batch, under ``learn_lock``, which learning
+        holds here: it only gives the loop back.)"""
+        await asyncio.sleep(0)  # an events batch that is ready starts now
+        if self.model.kind == "classifier" and self.events_lock.locked():
+            async with self.events_lock:  # FIFO: the next events batch queues behind us
+                pass
 
     def _learn(self, label: Label, snap: bytes) -> list[Output]:
         """Learn from the features as scored; measure the prediction made before learning."""
