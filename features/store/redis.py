@@ -256,9 +256,9 @@ if count ~= nil then
   if count == 0 then
     redis.call('DEL', zkey, bkey)
   else
-    -- the index lives as long as its longest-lived entry
-    if redis.call('PTTL', zkey) < ttl_ms then redis.call('PEXPIRE', zkey, ttl_ms) end
-    redis.call('SET', bkey, bytes, 'PX', math.max(ttl_ms, redis.call('PTTL', zkey)))
+    -- the index lives as long as its longest-lived entry's key (to retire it at its expiry)
+    if redis.call('PTTL', zkey) < ttl_ms + grace then redis.call('PEXPIRE', zkey, ttl_ms + grace) end
+    redis.call('SET', bkey, bytes, 'PX', redis.call('PTTL', zkey))
   end
   if redis.call('PTTL', pkey) < ttl_ms + grace then redis.call('PEXPIRE', pkey, ttl_ms + grace) end
 end
