@@ -37,7 +37,7 @@ from stream_app.errors import ServiceError
 from stream_app.kafka_io import ensure_topics, make_consumer, stop_consumer
 from stream_app.lifecycle import ModelKeeper, require_key
 from stream_app.pipeline import emit
-from stream_app.pipeline.engine import Engine
+from stream_app.pipeline.engine import SWEEP_EVERY_S, Engine
 from stream_app.pipeline.records import LabelBack, Output, Record, by_partition
 from stream_app.security import faust_credentials
 from stream_app.settings import Settings
@@ -229,6 +229,19 @@ def create_app(settings: Settings, *, engine: Engine | None = None,
     @app.timer(interval=settings.metrics_interval_s)
     async def publish_metrics() -> None:
         await _guarded("publishing metrics", metrics_record())
+
+    async def sweep_labels() -> None:
+        if not app.engine.learning_enabled or not app.role_settled.is_set():
+            return
+        outs = await app.engine.sweep_labels()
+        if keeper is not None and outs:
+            outs += await keeper.on_outputs(outs)
+        if outs:  # outside any transaction: no consumed offset goes with them
+            await _retrying(f"sweep: sending {len(outs)} records", lambda: send_all(outs), app)
+
+    @app.timer(interval=SWEEP_EVERY_S)
+    async def sweep_parked_labels() -> None:
+        await _guarded("sweeping parked labels", sweep_labels())
 
     @app.timer(interval=settings.drift.summary_interval_s)
     async def publish_drift_summary() -> None:

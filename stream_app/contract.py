@@ -124,6 +124,9 @@ DEAD_LETTER_REASONS: Final = (
     #: a label for an event not scored yet, when ``labels.max_parked`` labels (or
     #: ``labels.max_parked_bytes``) are parked already
     "label_flood",
+    #: a parked label whose event was not scored within ``labels.park_ttl_s`` (it never came,
+    #: or its scored features were lost with the store's state)
+    "label_orphaned",
 )
 
 

@@ -46,6 +46,11 @@ class EngineMetrics:
         self.labels_duplicate = 0
         self.labels_expired = 0
         self.labels_parked = 0
+        #: parked labels dead-lettered as ``label_orphaned``, and parked again after a loss
+        self.labels_orphaned = 0
+        self.labels_reparked = 0
+        #: the feature store's state losses seen (``features.store.base``)
+        self.state_losses = 0
         #: labels learned again after a restore (the snapshot predated them)
         self.labels_relearned = 0
         #: labels that arrived before their event, sent back to ``labels`` once it was scored
@@ -181,6 +186,8 @@ class EngineMetrics:
                 "duplicate": self.labels_duplicate,
                 "expired": self.labels_expired,
                 "parked": self.labels_parked,
+                "orphaned": self.labels_orphaned,
+                "reparked": self.labels_reparked,
                 "relearned": self.labels_relearned,
                 "forwarded": self.labels_forwarded,
                 "batches_held": self.label_batches_held,
@@ -191,4 +198,5 @@ class EngineMetrics:
             "prequential": self.prequential.snapshot(),
             "latency_ms": self.latency.summary(),
             "stage_ms": {k: v.summary() for k, v in self.stage.items()},
+            "store": {"state_losses": self.state_losses},
         }

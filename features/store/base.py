@@ -13,12 +13,28 @@ apps can share one Redis::
     stream:{ns}:plabels              index of the parked labels   pending TTL (a sorted set:
                                      "{cost}:{event_id}" scored by its expiry, epoch ms)
     stream:{ns}:plabels:bytes        the sum of their costs       pending TTL
+    stream:{ns}:plabels:pos          parked label -> its position  pending TTL + grace (a hash:
+                                     "{topic}:{partition}:{offset}" of the label record)
+    stream:{ns}:plabels:dead         parked labels past their TTL  grace (a sorted set, as the
+                                     index: waiting for ``sweep_parked`` to report them)
+    stream:{ns}:incarnation          the store's incarnation        none (see below)
 
 Parked labels are bounded: ``join_labels`` parks a label only while the namespace's parked
 labels stay within ``max_parked`` labels and ``max_parked_bytes`` (each label costs
 :func:`park_cost`); past either it reports :data:`FLOODED` and keeps nothing. The index is
 kept in the same atomic step as the labels (parking, replacing, taking), and expired entries
 leave it on the next park.
+
+A parked label is never dropped in silence: past its pending TTL its entry moves from the
+index to the ``dead`` set (freeing its place), and its key lives :data:`ORPHAN_GRACE_S` longer,
+so that :meth:`~features.store.FeatureStore.sweep_parked` can hand it, with its position, to
+the learner, which dead-letters it (``label_orphaned``). A label past its TTL is not taken.
+
+State loss: the first write of a store writes a random incarnation id under
+``incarnation`` (or adopts the one there); the write scripts check it atomically, so the first
+write after Redis lost its data (restarted empty, flushed) finds it gone, counts one state loss
+(``state_losses``), writes a new one and goes on. Another worker then finds an id it does not
+know, and counts the same loss once too.
 """
 
 from __future__ import annotations
@@ -36,8 +52,12 @@ __all__ = [
     "LEARNED_VALUE",
     "MISSING",
     "PARKED",
+    "INCARNATION",
+    "ORPHAN_GRACE_S",
     "PARKED_BYTES",
+    "PARKED_DEAD",
     "PARKED_INDEX",
+    "PARKED_POSITIONS",
     "PARK_OVERHEAD_BYTES",
     "PENDING_LABEL",
     "REDELIVERED",
@@ -67,6 +87,13 @@ LEARNED_VALUE: Final = b"1"
 #: the parked labels' index and the sum of their costs (see the module docstring)
 PARKED_INDEX: Final = "plabels"
 PARKED_BYTES: Final = "plabels:bytes"
+#: the parked labels' positions, and those past their TTL not yet swept (module docstring)
+PARKED_POSITIONS: Final = "plabels:pos"
+PARKED_DEAD: Final = "plabels:dead"
+#: the store's incarnation id, to tell a write after a state loss (module docstring)
+INCARNATION: Final = "incarnation"
+#: how long a parked label's key outlives its TTL, for ``sweep_parked`` to find it
+ORPHAN_GRACE_S: Final = 300
 #: what a parked label costs in Redis beyond its payload, key and index entry's names: the
 #: key's and value's objects, its expiry, the index's skip list and hash entries, allocator
 #: rounding. Redis 7.0 measured 351 bytes a label where this charges 371 (``bench/abuse.py``)

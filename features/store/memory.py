@@ -32,6 +32,7 @@ from features.store.base import (
     LEARNED,
     LEARNED_VALUE,
     MISSING,
+    ORPHAN_GRACE_S,
     PARKED,
     PENDING_LABEL,
     REDELIVERED,
@@ -62,6 +63,12 @@ class MemoryFeatureStore:
         #: the parked labels' index: event id -> (expiry, cost), oldest write first
         self._parked: OrderedDict[str, tuple[float, int]] = OrderedDict()
         self._parked_bytes = 0
+        #: parked labels past their expiry, not swept yet: event id -> expiry
+        self._dead: OrderedDict[str, float] = OrderedDict()
+        #: the parked labels' positions
+        self._positions: dict[str, bytes] = {}
+        #: a process's memory is never lost under it (the Redis store counts them)
+        self.state_losses = 0
 
     @classmethod
     def from_url(cls, url: str, *, namespace: str = "") -> MemoryFeatureStore:
@@ -115,7 +122,10 @@ class MemoryFeatureStore:
         now = self._clock()
         early: dict[str, bytes] = {}
         for event_id in snapshots:
-            label = self._pop(PENDING_LABEL + event_id, now)
+            entry = self._parked.get(event_id)
+            # a label past its expiry is not taken: the sweep reports it
+            label = self._pop(PENDING_LABEL + event_id, now) \
+                if entry is not None and entry[0] > now else None
             if label is not None:
                 self._unpark(event_id)
             if label is not None and (not mark_learned or self._set_nx(
@@ -146,14 +156,26 @@ class MemoryFeatureStore:
             elif self._get(SEEN + event_id, now) is not None:
                 out[event_id] = (EXPIRED, None)
             elif park:
+                position = bytes(positions[event_id]) if positions else LEARNED_VALUE
                 if self._park(event_id, bytes(label), now, pending_until, max_parked,
-                              max_parked_bytes):
+                              max_parked_bytes, position):
                     out[event_id] = (PARKED, None)
                 else:
                     out[event_id] = (FLOODED, None)
             else:
                 out[event_id] = (MISSING, None)
         self._wrote(len(labels))
+        return out
+
+    async def sweep_parked(self, *, limit: int = 1000
+                           ) -> list[tuple[str, bytes | None, bytes | None]]:
+        now = self._clock()
+        self._retire(now)
+        out: list[tuple[str, bytes | None, bytes | None]] = []
+        while self._dead and len(out) < limit:
+            event_id, _ = self._dead.popitem(last=False)
+            out.append((event_id, self._pop(PENDING_LABEL + event_id, now),
+                        self._positions.pop(event_id, None)))
         return out
 
     async def ping(self) -> bool:
@@ -163,20 +185,29 @@ class MemoryFeatureStore:
         self._data.clear()
         self._parked.clear()
         self._parked_bytes = 0
+        self._dead.clear()
+        self._positions.clear()
 
     # -- parked labels, bounded --------------------------------------------
 
-    def _park(self, event_id: str, label: bytes, now: float, until: float,
-              max_parked: int | None, max_bytes: int | None) -> bool:
-        """Park ``label`` if the parked labels stay within the limits (a replacement frees the
-        label it replaces); ``False``: nothing kept."""
+    def _retire(self, now: float) -> None:
+        """Move the parked labels past their expiry to the dead set (in write order: with one
+        pending ttl, expiry order), where they no longer count."""
         parked = self._parked
-        while parked:  # expired first (in write order: with one pending ttl, expiry order)
+        while parked:
             first, (expires, cost) = next(iter(parked.items()))
             if expires > now:
                 break
             del parked[first]
             self._parked_bytes -= cost
+            self._dead[first] = expires
+
+    def _park(self, event_id: str, label: bytes, now: float, until: float,
+              max_parked: int | None, max_bytes: int | None, position: bytes) -> bool:
+        """Park ``label`` if the parked labels stay within the limits (a replacement frees the
+        label it replaces); ``False``: nothing kept."""
+        parked = self._parked
+        self._retire(now)
         cost = park_cost(self._prefix, event_id, label)
         old = parked.get(event_id)
         count = len(parked) + (old is None)
@@ -184,7 +215,9 @@ class MemoryFeatureStore:
         if (max_parked is not None and count > max_parked) or (
                 max_bytes is not None and size > max_bytes):
             return False
-        self._data[self._prefix + PENDING_LABEL + event_id] = (label, until)
+        self._data[self._prefix + PENDING_LABEL + event_id] = (label, until + ORPHAN_GRACE_S)
+        self._dead.pop(event_id, None)  # an orphan replaced by a newer label for its event
+        self._positions[event_id] = position
         parked[event_id] = (until, cost)
         parked.move_to_end(event_id)
         self._parked_bytes = size
@@ -194,6 +227,7 @@ class MemoryFeatureStore:
         entry = self._parked.pop(event_id, None)
         if entry is not None:
             self._parked_bytes -= entry[1]
+        self._positions.pop(event_id, None)
 
     # -- a tiny key-value store with expiry --------------------------------
 
@@ -232,3 +266,6 @@ class MemoryFeatureStore:
             now = self._clock()
             self._data = {k: item for k, item in self._data.items() if item[1] > now}
             self._writes = 0
+            for event_id in [e for e, t in self._dead.items() if t + ORPHAN_GRACE_S <= now]:
+                del self._dead[event_id]  # past the grace: as gone as in Redis
+                self._positions.pop(event_id, None)

@@ -66,6 +66,10 @@ BACKENDS: Final[Mapping[str, str]] = {
 class FeatureStore(Protocol):
     """The online store. Every call is one round trip; results align with their arguments."""
 
+    #: how many times this store found its state lost (``features.store.base``): a write that
+    #: found the incarnation id gone or replaced; the memory store never loses its state
+    state_losses: int
+
     async def read_entities(self, entity_ids: Sequence[str]) -> list[State | None]:
         """Entity states, ``None`` for a miss."""
         ...
@@ -131,6 +135,14 @@ class FeatureStore(Protocol):
         :func:`~features.store.base.park_cost`; ``None``: no limit) is :data:`FLOODED`, and
         nothing is kept; labels are parked in the order given until then.
         """
+        ...
+
+    async def sweep_parked(self, *, limit: int = 1000
+                           ) -> list[tuple[str, bytes | None, bytes | None]]:
+        """Take up to ``limit`` parked labels past their pending TTL, never taken (orphans):
+        ``[(event_id, label, position)]``, the label and its position as parked (``None`` if
+        gone: not swept within :data:`~features.store.base.ORPHAN_GRACE_S`). Each is returned
+        at most once, ever; two round trips."""
         ...
 
     async def ping(self) -> bool:

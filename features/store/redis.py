@@ -36,7 +36,9 @@ it learned, so the retry reports nothing (or ``"duplicate"``). Learning is at mo
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
+import uuid
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
@@ -51,13 +53,17 @@ from features.store.base import (
     ENTITY,
     EXPIRED,
     FLOODED,
+    INCARNATION,
     JOINED,
     LEARNED,
     MISSING,
+    ORPHAN_GRACE_S,
     PARK_OVERHEAD_BYTES,
     PARKED,
     PARKED_BYTES,
+    PARKED_DEAD,
     PARKED_INDEX,
+    PARKED_POSITIONS,
     PENDING_LABEL,
     REDELIVERED,
     SEEN,
@@ -74,6 +80,8 @@ from stream_app.errors import ServiceError
 
 __all__ = ["CONNECT_TIMEOUT_S", "DEADLINE_S", "RedisFeatureStore", "keepalive_options"]
 
+log = logging.getLogger(__name__)
+
 #: how long one store call may take, reconnects and redis-py's retries included (the old
 #: 5 s socket timeout failed a stopped server in 5 s too; a 500-event commit takes ~12 ms)
 DEADLINE_S: Final = 5.0
@@ -84,36 +92,85 @@ CONNECT_TIMEOUT_S: Final = 5.0
 _KEEPALIVE: Final = (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3),
                      ("TCP_USER_TIMEOUT", 25_000))
 
+# The incarnation check both write scripts start with: ``marker`` is "" when the key holds the
+# id the caller knows (ARGV[ma]); else the id now there: the caller's candidate (ARGV[ma + 1]),
+# written because the key was gone (a state loss, or the very first write), or another
+# worker's, written after a loss it saw first.
+_MARKER = """
+local function incarnation(mkey, ma)
+  local marker = redis.call('GET', mkey)
+  if marker == ARGV[ma] then return '' end
+  if not marker then
+    redis.call('SET', mkey, ARGV[ma + 1])
+    marker = ARGV[ma + 1]
+  end
+  return marker
+end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- index entries past their expiry (at most 1000) move to the dead set, kept grace_ms, for
+-- the sweep to report; returns the bytes they no longer count
+local function retire(zkey, dkey, now, grace_ms)
+  local dead = redis.call('ZRANGEBYSCORE', zkey, '-inf', '(' .. now, 'WITHSCORES', 'LIMIT', 0,
+                          1000)
+  local freed, members = 0, {}
+  for n = 1, #dead, 2 do
+    local m = dead[n]
+    freed = freed + tonumber(string.match(m, '^(%d+):'))
+    members[#members + 1] = m
+    redis.call('ZADD', dkey, dead[n + 1], m)
+  end
+  if #members > 0 then
+    redis.call('ZREM', zkey, unpack(members))
+    redis.call('PEXPIRE', dkey, grace_ms)
+  end
+  return freed
+end
+"""
 # KEYS: the keys to write (entities, claims, snapshots: as many as ARGV values), then nl label
 # keys, (when marking) nl learned keys, and nl taken-label keys, for the last nl keys written
-# (the snapshots), then the parked labels' index and byte count. A label taken is kept under
-# its taken-label key for the claim ttl, and leaves the index.
+# (the snapshots), then the parked labels' index, byte count and positions, and the
+# incarnation. A label taken is kept under its taken-label key for the claim ttl, and leaves
+# the index; a label past its expiry in the index is not taken (the sweep reports it).
 # ARGV: n entities, n claims, entity ttl, claim ttl, snapshot ttl, mark (1/0), length of the
-# label keys' prefix, park overhead, one value per key written. Returns {i1, label1, i2,
-# label2, ...}, i the 1-based index among the nl, for labels taken.
-_COMMIT = """
+# label keys' prefix, park overhead, the incarnation known and a candidate, one value per key
+# written. Returns {incarnation ("" if as known), {i1, label1, i2, label2, ...}}, i the
+# 1-based index among the nl, for labels taken.
+_COMMIT = _MARKER + """
 local ne, nc, mark = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[6] == '1'
 local plen, oh = tonumber(ARGV[7]), tonumber(ARGV[8])
-local nw = #ARGV - 8
-local nl = #KEYS - nw - 2
+local nw = #ARGV - 10
+local nl = #KEYS - nw - 4
 if mark then nl = nl / 3 else nl = nl / 2 end
-local taken = #KEYS - 2 - nl
-local zkey, bkey = KEYS[#KEYS - 1], KEYS[#KEYS]
+local taken = #KEYS - 4 - nl
+local zkey, bkey, pkey = KEYS[#KEYS - 3], KEYS[#KEYS - 2], KEYS[#KEYS - 1]
+local marker = incarnation(KEYS[#KEYS], 9)
 for i = 1, nw do
   local ttl = ARGV[5]
   if i <= ne then ttl = ARGV[3] elseif i <= ne + nc then ttl = ARGV[4] end
-  redis.call('SET', KEYS[i], ARGV[8 + i], 'EX', ttl)
+  redis.call('SET', KEYS[i], ARGV[10 + i], 'EX', ttl)
 end
-local out, freed = {}, 0
+local out, freed, now = {}, 0, nil
 -- every parked label is in the index: with none parked, no snapshot has a label to take
 if nl > 0 and redis.call('EXISTS', zkey) == 0 then nl = 0 end
 for i = 1, nl do
-  local label = redis.call('GETDEL', KEYS[nw + i])
+  local key = KEYS[nw + i]
+  local label = redis.call('GET', key)
   if label then
-    local key = KEYS[nw + i]
     local eid = string.sub(key, plen + 1)
     local cost = #label + #key + #eid + oh
-    freed = freed + cost * redis.call('ZREM', zkey, cost .. ':' .. eid)
+    local member = cost .. ':' .. eid
+    local due = redis.call('ZSCORE', zkey, member)
+    if now == nil then now = now_ms() end
+    if due and tonumber(due) > now then
+      redis.call('DEL', key)
+      redis.call('HDEL', pkey, eid)
+      freed = freed + cost * redis.call('ZREM', zkey, member)
+    else
+      label = nil
+    end
   end
   if label and (not mark or redis.call('SET', KEYS[nw + nl + i], '1', 'NX', 'EX', ARGV[4])) then
     out[#out + 1] = i; out[#out + 1] = label
@@ -128,38 +185,35 @@ if freed > 0 then
     redis.call('DEL', bkey)
   end
 end
-return out
+return {marker, out}
 """
-# KEYS: the parked labels' index and byte count, then the snap, learned, seen, plabel keys of
-# label 1, then of label 2, ...
+# KEYS: the parked labels' index, byte count, positions and dead set, the incarnation, then
+# the snap, learned, seen, plabel keys of label 1, then of label 2, ...
 # ARGV: pending ttl, learned ttl, park ("1"/"0"), most labels parked and most bytes (-1: no
-# limit), length of the label keys' prefix, park overhead, label 1, position 1, label 2, ...
-# Returns {"jrdepmf" (one status per label), {snapshot of each "j" and "r", in order}}.
-# Parking first drops the index's expired entries (at most 1000 a call); an entry is
-# "{cost}:{event_id}" scored by its expiry in ms, server time.
-_JOIN = """
+# limit), length of the label keys' prefix, park overhead, the grace (ms) a parked label's key
+# outlives its ttl, the incarnation known and a candidate, label 1, position 1, label 2, ...
+# Returns {"jrdepmf" (one status per label), {snapshot of each "j" and "r", in order},
+# incarnation ("" if as known)}.
+# Parking first retires the index's expired entries (at most 1000 a call) to the dead set; an
+# entry is "{cost}:{event_id}" scored by its expiry in ms, server time.
+_JOIN = _MARKER + """
 local status, snaps = {}, {}
 local park = ARGV[3] == '1'
 local maxn, maxb = tonumber(ARGV[4]), tonumber(ARGV[5])
-local plen, oh = tonumber(ARGV[6]), tonumber(ARGV[7])
-local zkey, bkey = KEYS[1], KEYS[2]
+local plen, oh, grace = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local zkey, bkey, pkey, dkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local marker = incarnation(KEYS[5], 9)
 local count, bytes, expiry, ttl_ms = nil, 0, 0, tonumber(ARGV[1]) * 1000
 local function load_index()
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local now = now_ms()
   expiry = now + ttl_ms
-  bytes = tonumber(redis.call('GET', bkey) or '0')
-  local dead = redis.call('ZRANGEBYSCORE', zkey, '-inf', '(' .. now, 'LIMIT', 0, 1000)
-  if #dead > 0 then
-    for _, m in ipairs(dead) do bytes = bytes - tonumber(string.match(m, '^(%d+):')) end
-    redis.call('ZREM', zkey, unpack(dead))
-  end
+  bytes = tonumber(redis.call('GET', bkey) or '0') - retire(zkey, dkey, now, grace)
   count = redis.call('ZCARD', zkey)
   if count == 0 then bytes = 0 end
 end
-for i = 1, (#ARGV - 7) / 2 do
-  local k = 2 + 4 * (i - 1)
-  local label, position = ARGV[2 * i + 6], ARGV[2 * i + 7]
+for i = 1, (#ARGV - 10) / 2 do
+  local k = 5 + 4 * (i - 1)
+  local label, position = ARGV[2 * i + 9], ARGV[2 * i + 10]
   local snap = redis.call('GET', KEYS[k + 1])
   if snap then
     if redis.call('SET', KEYS[k + 2], position, 'NX', 'EX', ARGV[2]) then
@@ -176,10 +230,11 @@ for i = 1, (#ARGV - 7) / 2 do
     local key = KEYS[k + 4]
     local eid = string.sub(key, plen + 1)
     local cost = #label + #key + #eid + oh
-    local old, replaced = redis.call('GET', key), nil
+    local old, replaced, orphan = redis.call('GET', key), nil, nil
     if old then
-      replaced = (#old + #key + #eid + oh) .. ':' .. eid
-      if not redis.call('ZSCORE', zkey, replaced) then replaced = nil end
+      local was = (#old + #key + #eid + oh) .. ':' .. eid
+      if redis.call('ZSCORE', zkey, was) then replaced = was
+      elseif redis.call('ZSCORE', dkey, was) then orphan = was end
     end
     local n, b = count + 1, bytes + cost
     if replaced then n = count; b = b - (#old + #key + #eid + oh) end
@@ -187,8 +242,10 @@ for i = 1, (#ARGV - 7) / 2 do
       status[i] = 'f'
     else
       if replaced then redis.call('ZREM', zkey, replaced) end
+      if orphan then redis.call('ZREM', dkey, orphan) end  -- a newer label for its event
       redis.call('ZADD', zkey, expiry, cost .. ':' .. eid)
-      redis.call('SET', key, label, 'PX', ttl_ms)
+      redis.call('SET', key, label, 'PX', ttl_ms + grace)
+      redis.call('HSET', pkey, eid, position)
       count, bytes = n, b
       status[i] = 'p'
     end
@@ -200,12 +257,43 @@ if count ~= nil then
   if count == 0 then
     redis.call('DEL', zkey, bkey)
   else
-    -- the index lives as long as its longest-lived entry
-    if redis.call('PTTL', zkey) < ttl_ms then redis.call('PEXPIRE', zkey, ttl_ms) end
-    redis.call('SET', bkey, bytes, 'PX', math.max(ttl_ms, redis.call('PTTL', zkey)))
+    -- the index lives as long as its longest-lived entry's key (to retire it at its expiry)
+    if redis.call('PTTL', zkey) < ttl_ms + grace then redis.call('PEXPIRE', zkey, ttl_ms + grace) end
+    redis.call('SET', bkey, bytes, 'PX', redis.call('PTTL', zkey))
+  end
+  if redis.call('PTTL', pkey) < ttl_ms + grace then redis.call('PEXPIRE', pkey, ttl_ms + grace) end
+end
+return {table.concat(status), snaps, marker}
+"""
+# KEYS: the parked labels' index, byte count and dead set. ARGV: grace (ms), most members.
+# Retires the index's expired entries; returns the dead set's first members.
+_RETIRED = _MARKER + """
+local zkey, bkey, dkey = KEYS[1], KEYS[2], KEYS[3]
+local freed = retire(zkey, dkey, now_ms(), tonumber(ARGV[1]))
+if freed > 0 then
+  local left = tonumber(redis.call('GET', bkey) or '0') - freed
+  if left > 0 and redis.call('EXISTS', zkey) == 1 then
+    redis.call('SET', bkey, left, 'KEEPTTL')
+  else
+    redis.call('DEL', bkey)
   end
 end
-return {table.concat(status), snaps}
+return redis.call('ZRANGE', dkey, 0, tonumber(ARGV[2]) - 1)
+"""
+# KEYS: the dead set, the positions, then the label key of each member in ARGV. Takes each
+# member still in the dead set: returns {i, label or "", position or "", ...}.
+_SWEEP = """
+local dkey, pkey, out = KEYS[1], KEYS[2], {}
+for i = 1, #ARGV do
+  if redis.call('ZREM', dkey, ARGV[i]) == 1 then
+    local eid = string.match(ARGV[i], '^%d+:(.*)$')
+    local label = redis.call('GETDEL', KEYS[2 + i]) or ''
+    local position = redis.call('HGET', pkey, eid) or ''
+    redis.call('HDEL', pkey, eid)
+    out[#out + 1] = i; out[#out + 1] = label; out[#out + 1] = position
+  end
+end
+return out
 """
 _J, _R = ord("j"), ord("r")
 _STATUS = {_J: JOINED, _R: REDELIVERED, ord("d"): DUPLICATE, ord("e"): EXPIRED, ord("p"): PARKED,
@@ -231,6 +319,14 @@ class RedisFeatureStore:
         self._deadline_s = deadline_s
         self._commit = client.register_script(_COMMIT)
         self._join = client.register_script(_JOIN)
+        self._retired = client.register_script(_RETIRED)
+        self._sweep = client.register_script(_SWEEP)
+        #: the incarnation id this store knows (b"" until its first write) and the one it
+        #: writes if it finds none (``features.store.base``)
+        self._incarnation = b""
+        self._candidate = uuid.uuid4().hex.encode()
+        #: state losses seen: writes that found the incarnation gone or replaced
+        self.state_losses = 0
 
     @classmethod
     def from_url(cls, url: str, *, namespace: str = "", deadline_s: float | None = DEADLINE_S,
@@ -305,15 +401,33 @@ class RedisFeatureStore:
         args: list[Any] = [check_ttl(pending_ttl_s), check_ttl(learned_ttl_s), b"1" if park else b"0",
                            -1 if max_parked is None else max_parked,
                            -1 if max_parked_bytes is None else max_parked_bytes,
-                           len((self._prefix + PENDING_LABEL).encode()), PARK_OVERHEAD_BYTES]
+                           len((self._prefix + PENDING_LABEL).encode()), PARK_OVERHEAD_BYTES,
+                           ORPHAN_GRACE_S * 1000, self._incarnation, self._candidate]
         if not labels:
             return {}
         for event_id, label in labels.items():
             args += (label, positions[event_id] if positions else b"1")
         kinds = [self._prefix + k for k in (SNAPSHOT, LEARNED, SEEN, PENDING_LABEL)]
-        keys = self._index_keys() + [kind + i for i in labels for kind in kinds]
-        status, snaps = await self._call(self._join(keys=keys, args=args))
+        keys = [self._prefix + k for k in (PARKED_INDEX, PARKED_BYTES, PARKED_POSITIONS,
+                                           PARKED_DEAD, INCARNATION)]
+        keys += [kind + i for i in labels for kind in kinds]
+        status, snaps, marker = await self._call(self._join(keys=keys, args=args))
+        self._incarnation_seen(marker)
         return _join_reply(labels, status, snaps)
+
+    async def sweep_parked(self, *, limit: int = 1000
+                           ) -> list[tuple[str, bytes | None, bytes | None]]:
+        p = self._prefix
+        members = await self._call(self._retired(
+            keys=[p + PARKED_INDEX, p + PARKED_BYTES, p + PARKED_DEAD],
+            args=[ORPHAN_GRACE_S * 1000, limit]))
+        if not members:
+            return []
+        ids = [m.split(b":", 1)[1].decode() for m in members]
+        keys = [p + PARKED_DEAD, p + PARKED_POSITIONS, *self._keys(PENDING_LABEL, ids)]
+        got = await self._call(self._sweep(keys=keys, args=members))
+        return [(ids[got[k] - 1], got[k + 1] or None, got[k + 2] or None)
+                for k in range(0, len(got), 3)]
 
     async def ping(self) -> bool:
         try:
@@ -326,8 +440,18 @@ class RedisFeatureStore:
 
     # -- helpers ------------------------------------------------------------
 
-    def _index_keys(self) -> list[str]:
-        return [self._prefix + PARKED_INDEX, self._prefix + PARKED_BYTES]
+    def _incarnation_seen(self, marker: bytes) -> None:
+        """A write script's incarnation reply (``b""``: as known); one log line per loss."""
+        if not marker:
+            return
+        if self._incarnation and marker != self._incarnation:
+            self.state_losses += 1
+            log.error("redis feature store: state lost (incarnation %s is now %s): entity "
+                      "states, snapshots, claims and parked labels written before are gone; "
+                      "state loss %d, continuing", self._incarnation.decode(errors="replace"),
+                      marker.decode(errors="replace"), self.state_losses)
+        self._incarnation = marker
+        self._candidate = uuid.uuid4().hex.encode()
 
     def _keys(self, kind: str, ids: Iterable[str]) -> list[str]:
         prefix = self._prefix + kind
@@ -347,7 +471,7 @@ class RedisFeatureStore:
         leave them (None)."""
         args: list[Any] = [len(states), len(claims), *(check_ttl(t) for t in ttls),
                            1 if labels else 0, len((self._prefix + PENDING_LABEL).encode()),
-                           PARK_OVERHEAD_BYTES]
+                           PARK_OVERHEAD_BYTES, self._incarnation, self._candidate]
         if not states and not claims and not snapshots:
             return {}
         snap_ids = list(snapshots)
@@ -358,11 +482,13 @@ class RedisFeatureStore:
             keys += self._keys(LEARNED, snap_ids)
         if labels is not None:
             keys += self._keys(TAKEN_LABEL, snap_ids)
-        keys += self._index_keys()
+        keys += [self._prefix + k for k in (PARKED_INDEX, PARKED_BYTES, PARKED_POSITIONS,
+                                            INCARNATION)]
         args += [encode_state(s) for s in states.values()]
         args += claims.values()
         args += snapshots.values()
-        pairs = await self._call(self._commit(keys=keys, args=args))
+        marker, pairs = await self._call(self._commit(keys=keys, args=args))
+        self._incarnation_seen(marker)
         return {snap_ids[pairs[k] - 1]: pairs[k + 1] for k in range(0, len(pairs), 2)}
 
     async def _call(self, awaitable: Awaitable[Any]) -> Any:

@@ -122,6 +122,8 @@ def _events(m: Any) -> Iterator[Metric]:
     yield _counter("events_redelivered", "Events seen again from the same position (their "
                    "stored prediction re-sent).", m.redelivered)
     yield _counter("batches", "Batches of events processed.", m.batches)
+    yield _counter("store_state_losses", "Times the feature store was found to have lost its "
+                   "state (Redis restarted empty or flushed).", m.state_losses)
     yield _counter("dead_letters", "Records sent to dead-letters, by reason.", 0, ["reason"],
                    (((r,), n) for r, n in sorted(m.dead_letters.items())))
 
@@ -133,6 +135,8 @@ def _labels(m: Any) -> Iterator[Metric]:
             ("expired", m.labels_expired, "Labels whose scored features had expired."),
             ("duplicate", m.labels_duplicate, "Labels seen again (learned once)."),
             ("parked", m.labels_parked, "Labels parked for an event not scored yet."),
+            ("orphaned", m.labels_orphaned, "Parked labels whose event was not scored within "
+                                            "labels.park_ttl_s (dead-lettered)."),
             ("learned", m.learned, "Learns of the serving model (labels, or events for an "
                                    "anomaly detector).")):
         yield _counter(f"labels_{name}", doc, value)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -75,6 +75,10 @@ _FRUITLESS_HOLDS = 3
 #: and each step of a transaction in flight waits for the loop: 20 ms slices stretched a
 #: transaction of five broker round trips past 50 ms at 5,000 events/s)
 LEARN_SLICE_S = 0.005
+#: the newest parked labels the learner remembers, to park again after a state loss
+REMEMBER_PARKED = 1000
+#: the learner sweeps orphaned parked labels at most this often
+SWEEP_EVERY_S = 1.0
 
 
 class Engine:
@@ -133,6 +137,11 @@ class Engine:
         self.redactor = Redactor(settings.http.redact_fields, settings.http.redact_patterns)
         self._hold_labels_after = 0.0
         self._fruitless_holds = 0
+        #: the newest parked labels, by event id: (label, raw record value, record), to park
+        #: again after the store lost its state (``sweep_labels``)
+        self._parked: OrderedDict[str, tuple[Label, bytes, Record]] = OrderedDict()
+        self._losses_seen = 0
+        self._swept_at = 0.0
 
     @property
     def label_next(self) -> dict[int, int]:
@@ -296,6 +305,7 @@ class Engine:
             out.append(LabelBack(self._t_labels, event_id, raw_label))
             self.metrics.labels_forwarded += 1
         t3 = time.perf_counter()
+        self.metrics.state_losses = self.store.state_losses
         self.metrics.batch(len(records), len(snapshots), t3 - t0,
                            store_read_s=t1 - t0, score_s=t2 - t1, store_write_s=t3 - t2)
         return out, repeated
@@ -453,8 +463,9 @@ class Engine:
                 {eid: raw for eid, (_, raw, _) in labels.items()},
                 {eid: _position(rec) for eid, (_, _, rec) in labels.items()})
             yield_at = clock() + LEARN_SLICE_S
-            for eid, (label, _, rec) in labels.items():
+            for eid, (label, raw, rec) in labels.items():
                 status, snap = joined[eid]
+                self._remember(eid, status, label, raw, rec)
                 if status == REDELIVERED and not ledger.consumed(rec.partition, rec.offset):
                     status = JOINED  # consumed by a model that was lost before a checkpoint
                     self.metrics.labels_relearned += 1
@@ -480,6 +491,70 @@ class Engine:
         # only now, after learning: a checkpoint taken meanwhile must not claim these offsets
         for rec in records:
             ledger.mark(rec.partition, rec.offset)
+        self.metrics.state_losses = self.store.state_losses
+        return out
+
+    def _remember(self, eid: str, status: str, label: Label, raw: bytes, rec: Record) -> None:
+        """Keep the newest :data:`REMEMBER_PARKED` parked labels; forget a label once joined."""
+        parked = self._parked
+        if status == PARKED:
+            parked[eid] = (label, raw, rec)
+            parked.move_to_end(eid)
+            if len(parked) > REMEMBER_PARKED:
+                parked.popitem(last=False)
+        else:
+            parked.pop(eid, None)
+
+    async def sweep_labels(self, *, force: bool = False) -> list[Output]:
+        """The learner's sweep (a timer, at most once per :data:`SWEEP_EVERY_S`): dead-letter
+        the parked labels whose events were not scored within ``labels.park_ttl_s``
+        (``label_orphaned``), and, after the store lost its state, park the remembered ones
+        again (those whose events come later are still learned)."""
+        now = time.monotonic()
+        if self._store is None or (not force and now - self._swept_at < SWEEP_EVERY_S):
+            return []
+        self._swept_at = now
+        async with self.learn_lock:
+            out: list[Output] = []
+            store = self.store
+            losses = store.state_losses
+            self.metrics.state_losses = losses
+            if losses != self._losses_seen:
+                self._losses_seen = losses
+                out.extend(await self._park_again())
+            for eid, raw, position in await store.sweep_parked(limit=1000):
+                entry = self._parked.pop(eid, None)
+                rec = _record_at(position, raw, eid) if entry is None else entry[2]
+                self.metrics.labels_orphaned += 1
+                out.append(self.dead_letter(
+                    rec, "label_orphaned", f"no event {eid!r} was scored (or its features "
+                    f"were lost with the store's state) within labels.park_ttl_s "
+                    f"({self._park_ttl} s)"))
+            return out
+
+    async def _park_again(self) -> list[Output]:
+        """After a state loss: park the remembered labels again; join those that can."""
+        remembered = list(self._parked.items())
+        if not remembered:
+            return []
+        limits = self.settings.labels
+        joined = await self.store.join_labels(
+            {eid: raw for eid, (_, raw, _) in remembered},
+            positions={eid: _position(rec) for eid, (_, _, rec) in remembered},
+            pending_ttl_s=self._park_ttl, learned_ttl_s=self._seen_ttl,
+            max_parked=limits.max_parked, max_parked_bytes=limits.max_parked_bytes)
+        out: list[Output] = []
+        for eid, (label, raw, rec) in remembered:
+            status, snap = joined[eid]
+            self._remember(eid, status, label, raw, rec)
+            if status == JOINED and snap is not None:
+                out.extend(self._learn(label, snap))
+            elif status == FLOODED:
+                out.append(self.dead_letter(rec, "label_flood", "parked again after a state "
+                                            "loss, past labels.max_parked(_bytes)"))
+        self.metrics.labels_reparked += len(remembered)
+        log.warning("parked %d remembered labels again after a state loss of the store",
+                    len(remembered))
         return out
 
     async def _join(self, raw: dict[str, bytes], positions: dict[str, bytes]
@@ -594,3 +669,22 @@ class _Signal:
 
 def _position(rec: Record) -> bytes:
     return f"{rec.topic}:{rec.partition}:{rec.offset}".encode()
+
+
+def _record_at(position: bytes | None, value: bytes | None, event_id: str) -> Record:
+    """The label record a parked label's position names (topic names have no ``:``); one
+    parked without a position is at ``("", -1, -1)``, and one whose payload is gone carries
+    its event id.
+
+    >>> r = _record_at(b"t.labels:2:17", b"{}", "e1"); (r.topic, r.partition, r.offset, r.value)
+    ('t.labels', 2, 17, b'{}')
+    >>> r = _record_at(None, None, "e1"); (r.topic, r.partition, r.offset, r.value)
+    ('', -1, -1, b'{"event_id":"e1"}')
+    """
+    topic, partition, offset = "", -1, -1
+    parts = (position or b"").decode(errors="replace").rsplit(":", 2)
+    if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+        topic, partition, offset = parts[0], int(parts[1]), int(parts[2])
+    if value is None:
+        value = orjson.dumps({"event_id": event_id})
+    return Record(topic, partition, offset, event_id.encode(), value, 0.0)

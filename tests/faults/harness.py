@@ -46,13 +46,17 @@ async def progress(settings: Settings, more: int = 200, timeout_s: float = 60.0)
 
 
 async def publish(settings: Settings, n: int, rate: float, prefix: str, *,
-                  poison_every: int = 0, oversized: bool = False) -> tuple[set[str], set[str]]:
-    """``n`` events over ``n / rate`` s in chunks, each chunk's labels after it. Returns the
-    ids of the good events and of the poisoned ones (which must be dead-lettered)."""
+                  poison_every: int = 0, oversized: bool = False, label_lag_s: float = 0.0
+                  ) -> tuple[set[str], set[str]]:
+    """``n`` events over ``n / rate`` s in chunks, each chunk's labels after it (or
+    ``label_lag_s`` later, the last ones at the end). Returns the ids of the good events and of
+    the poisoned ones (which must be dead-lettered)."""
     good: set[str] = set()
     bad: set[str] = set()
     chunk = max(1, int(rate / 10))
     rng = random.Random(7)
+    lagging: list[list[tuple[bytes, bytes]]] = []
+    lag = round(label_lag_s * rate / chunk)
     for start in range(0, n, chunk):
         records, labels = [], []
         for i in range(start, min(n, start + chunk)):
@@ -69,6 +73,10 @@ async def publish(settings: Settings, n: int, rate: float, prefix: str, *,
                 labels.append((eid.encode(), label(eid, rng.random() < 0.3)))
             records.append((entity.encode(), value))
         await produce(settings, contract.EVENTS, records)
-        await produce(settings, contract.LABELS, labels)
+        lagging.append(labels)
+        if len(lagging) > lag:
+            await produce(settings, contract.LABELS, lagging.pop(0))
         await asyncio.sleep(chunk / rate)
+    for labels in lagging:
+        await produce(settings, contract.LABELS, labels)
     return good, bad
