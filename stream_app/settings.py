@@ -161,8 +161,9 @@ class LabelSettings(_Frozen):
     #: most labels parked at once in this store namespace; a label past it is dead-lettered
     #: as ``label_flood`` (0: none is parked)
     max_parked: int = Field(default=100_000, ge=0)
-    #: most bytes parked at once, about the Redis memory they take: each label's payload, key
-    #: and event id, plus 256 bytes (``features.store.base.park_cost``); past it, ``label_flood``
+    #: most bytes parked at once, about the Redis memory they take: each label's payload, key,
+    #: event id twice and source position, plus 384 bytes (``features.store.base.park_cost``);
+    #: past it, ``label_flood``
     max_parked_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
     #: a parked label waits this long for its event (at most ``label_horizon_s``)
     park_ttl_s: int = Field(default=3600, ge=1)

@@ -94,10 +94,11 @@ PARKED_DEAD: Final = "plabels:dead"
 INCARNATION: Final = "incarnation"
 #: how long a parked label's key outlives its TTL, for ``sweep_parked`` to find it
 ORPHAN_GRACE_S: Final = 300
-#: what a parked label costs in Redis beyond its payload, key and index entry's names: the
-#: key's and value's objects, its expiry, the index's skip list and hash entries, allocator
-#: rounding. Redis 7.0 measured 351 bytes a label where this charges 371 (``bench/abuse.py``)
-PARK_OVERHEAD_BYTES: Final = 256
+#: what a parked label costs in Redis beyond its payload, key, index entry's and positions
+#: entry's names: the key's and value's objects, its expiry, the index's skip list and hash
+#: entries, the positions hash entry, allocator rounding (Redis 7.0.15: see
+#: ``tests/test_bounded_abuse.py``, which prints the measured bytes a label)
+PARK_OVERHEAD_BYTES: Final = 384
 
 #: what :meth:`~features.store.FeatureStore.join_labels` did with a label
 JOINED: Final = "joined"  # its snapshot was there and it was not learned yet: learn now
@@ -133,16 +134,20 @@ def key_prefix(namespace: str) -> str:
     return f"stream:{namespace}" if namespace.endswith(":") else f"stream:{namespace}:"
 
 
-def park_cost(prefix: str, event_id: str, label: bytes) -> int:
+def park_cost(prefix: str, event_id: str, label: bytes, position: bytes = LEARNED_VALUE
+              ) -> int:
     """The bytes a parked label counts against ``max_parked_bytes``, about what Redis spends on
-    it: its payload, its key, its event id (the index entry) and :data:`PARK_OVERHEAD_BYTES`.
-    ``prefix`` is the store's :func:`key_prefix`.
+    it: its payload, its key, its event id (the index entry), its event id and source
+    ``position`` (the positions entry, for the ``label_orphaned`` dead letter) and
+    :data:`PARK_OVERHEAD_BYTES`. ``prefix`` is the store's :func:`key_prefix`.
 
-    >>> park_cost("stream:app:", "e1", b'{"event_id": "e1", "label": 1, "timestamp": 1}')
-    324
+    >>> park_cost("stream:app:", "e1", b'{"event_id": "e1", "label": 1, "timestamp": 1}',
+    ...           b"labels:0:17")
+    465
     """
     key = f"{prefix}{PENDING_LABEL}{event_id}".encode()
-    return len(label) + len(key) + len(event_id.encode()) + PARK_OVERHEAD_BYTES
+    eid = len(event_id.encode())
+    return len(label) + len(key) + 2 * eid + len(position) + PARK_OVERHEAD_BYTES
 
 
 def check_ttl(ttl_s: int) -> int:

@@ -208,7 +208,7 @@ class MemoryFeatureStore:
         label it replaces); ``False``: nothing kept."""
         parked = self._parked
         self._retire(now)
-        cost = park_cost(self._prefix, event_id, label)
+        cost = park_cost(self._prefix, event_id, label, position)
         old = parked.get(event_id)
         count = len(parked) + (old is None)
         size = self._parked_bytes + cost - (0 if old is None else old[1])

@@ -160,7 +160,7 @@ for i = 1, nl do
   local label = redis.call('GET', key)
   if label then
     local eid = string.sub(key, plen + 1)
-    local cost = #label + #key + #eid + oh
+    local cost = #label + #key + 2 * #eid + #(redis.call('HGET', pkey, eid) or '') + oh
     local member = cost .. ':' .. eid
     local due = redis.call('ZSCORE', zkey, member)
     if now == nil then now = now_ms() end
@@ -229,15 +229,16 @@ for i = 1, (#ARGV - 10) / 2 do
     if count == nil then load_index() end
     local key = KEYS[k + 4]
     local eid = string.sub(key, plen + 1)
-    local cost = #label + #key + #eid + oh
-    local old, replaced, orphan = redis.call('GET', key), nil, nil
+    local cost = #label + #key + 2 * #eid + #position + oh
+    local old, replaced, orphan, was_cost = redis.call('GET', key), nil, nil, 0
     if old then
-      local was = (#old + #key + #eid + oh) .. ':' .. eid
+      was_cost = #old + #key + 2 * #eid + #(redis.call('HGET', pkey, eid) or '') + oh
+      local was = was_cost .. ':' .. eid
       if redis.call('ZSCORE', zkey, was) then replaced = was
       elseif redis.call('ZSCORE', dkey, was) then orphan = was end
     end
     local n, b = count + 1, bytes + cost
-    if replaced then n = count; b = b - (#old + #key + #eid + oh) end
+    if replaced then n = count; b = b - was_cost end
     if (maxn >= 0 and n > maxn) or (maxb >= 0 and b > maxb) then
       status[i] = 'f'
     else
