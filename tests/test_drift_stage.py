@@ -194,3 +194,20 @@ def test_an_adwin_rise_back_to_the_usual_loss_is_not_confirmed() -> None:
     assert _signals(outs) == [] and stage.unconfirmed == 1
     stage, outs = run(0.05)
     assert _signals(outs) == [(1851, "performance_drift", 1)] and stage.unconfirmed == 0
+
+
+def test_the_retrain_policy_settings_are_validated_and_default_to_the_quiet_policy() -> None:
+    d = load_settings(environ={}).drift
+    assert (d.retrain.min_feature_subjects, d.retrain.persist_checks) == (2, None)
+    assert (d.performance.confirm_labels, d.performance.min_increase,
+            d.performance.min_relative_increase) == (None, 0.02, 0.2)
+    assert _stage()._persist == 5  # ceil(1000 / 250) + 1
+    assert _stage(window=200, check_every=60)._persist == 5  # ceil(200 / 60) + 1
+    env = load_settings(environ={"STREAM_DRIFT__RETRAIN__PERSIST_CHECKS": "7",
+                                 "STREAM_DRIFT__PERFORMANCE__MIN_INCREASE": "0.05"}).drift
+    assert (env.retrain.persist_checks, env.performance.min_increase) == (7, 0.05)
+    for bad in ({"retrain": {"persist_checks": -1}}, {"performance": {"confirm_labels": 0}},
+                {"performance": {"min_increase": 1.5}},
+                {"performance": {"min_relative_increase": -0.1}}):
+        with pytest.raises(ConfigError):
+            load_settings(environ={}, drift=bad)
