@@ -211,3 +211,16 @@ def test_the_retrain_policy_settings_are_validated_and_default_to_the_quiet_poli
                 {"performance": {"min_relative_increase": -0.1}}):
         with pytest.raises(ConfigError):
             load_settings(environ={}, drift=bad)
+
+
+def test_after_a_reset_a_forgotten_episode_does_not_count_towards_two_subjects() -> None:
+    stage = _stage(window=200, check_every=50, prediction=False)
+    assert _signals(_bursts(stage, {"u": 10**9, "v": 0}, n=1300)) == [(1249, "feature_drift", 1)]
+    stage.reset()  # u's episode is forgotten with its reference
+    rng = random.Random(5)
+    outs = []
+    for i in range(1300, 3000):  # u stays where it moved; v bursts for 50 events at 2300
+        x = {"u": rng.gauss(3, 1), "v": rng.gauss(0, 1) + (3.0 if 2300 <= i < 2350 else 0.0)}
+        outs += [(i, o) for o in stage.observe(x, x, score=None, timestamp=float(i))]
+    assert [(s, d) for _, s, d in _opened(outs)] == [("v", True), ("v", False)]
+    assert _signals(outs) == [] and stage.signals_suppressed == 0  # none tried, not even held

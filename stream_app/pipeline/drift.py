@@ -185,9 +185,12 @@ class DriftStage:
         self.signals_suppressed = previous.signals_suppressed
 
     def reset(self) -> None:
-        """Re-learn every reference window (after a model promotion, say)."""
+        """Re-learn every reference window (after a model promotion, say); the open episodes
+        are forgotten with them, so the retrain policy does not count them any more."""
         if self.monitor is not None:
             self.monitor.reset()
+        self._open.clear()
+        self._signalled.clear()
 
     # -- records ------------------------------------------------------------------------------
     def summary(self) -> Out | None:
