@@ -224,3 +224,20 @@ def test_after_a_reset_a_forgotten_episode_does_not_count_towards_two_subjects()
         outs += [(i, o) for o in stage.observe(x, x, score=None, timestamp=float(i))]
     assert [(s, d) for _, s, d in _opened(outs)] == [("v", True), ("v", False)]
     assert _signals(outs) == [] and stage.signals_suppressed == 0  # none tried, not even held
+
+
+def test_an_unconfirmed_rise_is_counted_in_the_summary_and_survives_a_promotion() -> None:
+    stage = _stage(window=200, check_every=50)
+    rng = random.Random(4)
+    for i in range(8000):  # the unconfirmed rise of the test above, at 4069
+        err = 0.1 if 1000 <= i < 1600 else 0.25
+        y = rng.random() < 0.5
+        stage.observe_label(y, 0.8 if y == (rng.random() >= err) else 0.2)
+        if i == 4100:
+            stage.observe({"v": 0.0}, {"v": 0.0}, score=None, timestamp=0.0)
+            assert orjson.loads(stage.summary()[2])["performance_confirming"] is True
+    summary = orjson.loads(stage.summary()[2])
+    assert (summary["performance_confirming"], summary["performance_unconfirmed"]) == (False, 1)
+    promoted = _stage(window=200, check_every=50)
+    promoted.continue_cooldown(stage)
+    assert promoted.unconfirmed == 1

@@ -183,6 +183,7 @@ class DriftStage:
         self._last_signal = previous._last_signal
         self.signals_raised = previous.signals_raised
         self.signals_suppressed = previous.signals_suppressed
+        self.unconfirmed = previous.unconfirmed
 
     def reset(self) -> None:
         """Re-learn every reference window (after a model promotion, say); the open episodes
@@ -207,6 +208,8 @@ class DriftStage:
         record = {"record": "summary", "model": self.model, "model_version": self.model_version,
                   "alpha": self.conf.alpha, "correction": self.conf.correction,
                   "subjects": subjects, "signals_suppressed": self.signals_suppressed,
+                  "performance_unconfirmed": self.unconfirmed,
+                  "performance_confirming": self._confirming is not None,
                   "warm": self.warm,
                   "warm_after_labels": None if self.warmup is None else self.warmup.warm_at,
                   "scope": self.scope, "detected_at": time.time()}
