@@ -6,6 +6,13 @@ with ``drift: true`` and closes with ``drift: false``; a ``summary`` record of e
 every ``summary_interval_s``) and ``retrain-signals`` records, raised by the retrain policy
 with a cooldown so that a storm of drift yields one signal. No I/O: the agent sends them.
 
+Retrain policy (issue 10: quiet on stationary streams): feature drift signals when
+``retrain.min_feature_subjects`` (2) subjects are in drift at once, or one subject has failed
+``retrain.persist_checks`` consecutive checks (a window plus one check): a chance excursion of
+the current window passes within a window, a real shift fails every later check. A rise of the
+loss found by ADWIN signals once the next window of labels confirms it against ADWIN's whole
+window (``models.drift.performance.Confirmation``): ADWIN's cut biases its own means.
+
 Warm-up: feature drift starts with the first events, but prediction and performance drift
 compare the model with its own past, and a model learning from scratch moves its scores and
 its loss by design. Both wait until it is warm (``models.drift.warmup``): it has learned
