@@ -52,10 +52,18 @@ class _Frozen(BaseModel):
 class RetrainSettings(_Frozen):
     """When drift turns into a ``retrain-signals`` record."""
 
-    #: raise a signal on performance drift (ADWIN on the prequential loss)
+    #: raise a signal on performance drift (ADWIN on the prequential loss, once its rise is
+    #: confirmed: see ``[drift.performance]``)
     on_performance_drift: bool = True
-    #: raise a signal when at least this many feature subjects are in drift (0: never)
-    min_feature_subjects: int = Field(default=1, ge=0)
+    #: raise a signal when at least this many feature subjects are in drift at once (0: no
+    #: feature-drift signal at all; 1: every lone episode at once, the default before issue 10)
+    min_feature_subjects: int = Field(default=2, ge=0)
+    #: or when a single feature subject's adjusted p-value has stayed below alpha for this many
+    #: consecutive checks, the checks that opened its episode included (None: one window plus
+    #: one check, ``ceil(window / check_every) + 1``, so the last current window shares no
+    #: value with the first that failed; 0: a lone subject never signals). A chance excursion
+    #: of the current window passes within a window; a real shift fails every later check
+    persist_checks: int | None = Field(default=None, ge=0)
     #: raise a signal when the prediction (score) distribution drifts
     on_prediction_drift: bool = False
     #: at most one signal per model in this many seconds (a storm of drift yields one)
@@ -70,6 +78,14 @@ class PerformanceSettings(_Frozen):
     """
 
     enabled: bool = True
+    #: ADWIN's rise of the loss signals only once the next ``confirm_labels`` labels (None: one
+    #: drift window) confirm it against the mean of ADWIN's whole window at the detection: a
+    #: rise of at least ``min_increase`` (loss units) and ``min_relative_increase`` (a share
+    #: of that mean), significant at ``drift.alpha`` (a look every ``check_every`` labels,
+    #: Bonferroni over the looks; ``models.drift.performance.Confirmation``)
+    confirm_labels: int | None = Field(default=None, ge=1)
+    min_increase: float = Field(default=0.02, ge=0, le=1)
+    min_relative_increase: float = Field(default=0.2, ge=0)
 
 
 class WarmupSettings(_Frozen):

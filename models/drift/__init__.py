@@ -8,7 +8,7 @@
 - ``models.drift.episodes``: ``Hysteresis``, open/close of a subject's drift episode
 - ``models.drift.monitor``: ``DriftMonitor`` over many subjects, ``DriftEvent``, ``SubjectSummary``
 - ``models.drift.detector``: ``KSDetector``, River's ``update`` / ``drift_detected``
-- ``models.drift.performance``: ``PerformanceDrift``, ADWIN on the prequential loss
+- ``models.drift.performance``: ``PerformanceDrift``, ADWIN on the prequential loss; ``Confirmation`` of a rise
 - ``models.drift.warmup``: ``WarmUp``, when a model learning from scratch can be monitored
 
 No I/O anywhere: the engine feeds values in and publishes the records that come out.
@@ -22,7 +22,7 @@ from models.drift.episodes import Hysteresis
 from models.drift.ks import KSResult, ks_test, ks_test_sorted
 from models.drift.monitor import DriftEvent, DriftMonitor, SubjectSummary
 from models.drift.multitest import adjust_pvalues
-from models.drift.performance import PerformanceChange, PerformanceDrift
+from models.drift.performance import Confirmation, PerformanceChange, PerformanceDrift
 from models.drift.subjects import ChiSquareWindow, KSWindow
 from models.drift.warmup import WarmUp
 from models.drift.windows import TwoWindows
@@ -30,6 +30,7 @@ from models.drift.windows import TwoWindows
 __all__ = [
     "Chi2Result",
     "ChiSquareWindow",
+    "Confirmation",
     "DriftEvent",
     "DriftMonitor",
     "Hysteresis",

@@ -10,6 +10,13 @@ above ``alpha`` (a low p-value in between restarts the count). ``update`` return
 [None, 'open', None, None, None, None, 'close', None]
 >>> h.in_drift, h.since
 (False, None)
+
+``low_checks`` counts the consecutive checks below alpha, those that confirmed the episode
+included; the retrain policy signals on a lone subject whose episode persists:
+
+>>> h = Hysteresis(alpha=0.01, confirm_checks=2)
+>>> [(h.update(p, index=i), h.low_checks) for i, p in enumerate([0.001, 0.002, 0.003, 0.5])]
+[(None, 1), ('open', 2), (None, 3), (None, 0)]
 """
 
 from __future__ import annotations
@@ -42,11 +49,14 @@ class Hysteresis:
         self.since: int | None = None  # index of the check that opened the episode
         self._normal = 0  # consecutive normal checks while in drift
         self._low = 0  # consecutive low checks while not in drift
+        #: consecutive checks below alpha, in drift or not (a persistent episode keeps counting)
+        self.low_checks = 0
 
     def update(self, pvalue: float, index: int) -> Transition | None:
         """Record one check's adjusted p-value, made at stream position ``index``."""
         if pvalue < self.alpha:
             self._normal = 0
+            self.low_checks += 1
             if self.in_drift:
                 return None
             self._low += 1
@@ -54,7 +64,7 @@ class Hysteresis:
                 return None
             self.in_drift, self.since, self._low = True, index, 0
             return "open"
-        self._low = 0
+        self._low = self.low_checks = 0
         if not self.in_drift:
             return None
         self._normal += 1

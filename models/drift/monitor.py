@@ -204,6 +204,10 @@ class DriftMonitor:
                                      statistic, p, adj, timestamp))
         return events
 
+    def persisting(self) -> dict[str, int]:
+        """Every subject in drift and its consecutive checks below alpha (confirmations included)."""
+        return {s.name: s.episode.low_checks for s in self._subjects if s.episode.in_drift}
+
     def summary(self) -> list[SubjectSummary]:
         """Every subject's last test, episode state and window sizes / time spans."""
         self._flush()

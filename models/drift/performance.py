@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Literal
 
 from river.drift import ADWIN
 
 from models.metrics import decide
 
-__all__ = ["Loss", "PerformanceChange", "PerformanceDrift"]
+__all__ = ["Confirmation", "Loss", "PerformanceChange", "PerformanceDrift"]
 
 Loss = Literal["zero_one", "log_loss"]
 _EPS = 1e-15
@@ -60,6 +61,7 @@ class PerformanceDrift:
         self.adwin = ADWIN(delta=delta, clock=clock, grace_period=grace_period)
         self.n = 0
         self.last_change: PerformanceChange | None = None
+        self.last_loss = math.nan  # the loss of the last ``update``
 
     def loss_of(self, y_true: bool, score: float) -> float:
         """The loss of one prediction."""
@@ -77,7 +79,7 @@ class PerformanceDrift:
         """Add one labelled prediction; return the change when ADWIN detects one."""
         if not math.isfinite(score):
             raise ValueError(f"score must be finite, got {score!r}")
-        value = self.loss_of(y_true, score)
+        value = self.last_loss = self.loss_of(y_true, score)
         width, total = int(self.adwin.width), float(self.adwin.total)
         self.adwin.update(value)
         self.n += 1
@@ -89,3 +91,57 @@ class PerformanceDrift:
             self.n - 1, self.loss, (total + value - kept_total) / dropped,
             kept_total / kept if kept else math.nan, dropped, kept)
         return self.last_change
+
+
+class Confirmation:
+    """Is a rise of the loss that ADWIN found material, and does it persist on fresh labels?
+
+    ADWIN picks its cut where the two parts of its window differ most, so the part it drops is
+    biased low and the part it keeps biased high: on a stationary stream a lucky run of good
+    predictions at the start of the window is such a "change". So the rise is tested again on
+    the next ``labels`` losses, which the cut never saw, against the mean of ADWIN's whole
+    window at the detection (``baseline``; the choice of the cut does not bias it). At every
+    ``every`` of those labels the mean so far is a confirmation when it exceeds the baseline by
+    ``min_increase`` (absolute) and by ``min_relative_increase`` times the baseline, and a
+    one-sided z-test of the two means rejects equality at ``alpha`` divided by the number of
+    looks (Bonferroni over the looks, so looking early costs no false-alarm rate). None of the
+    looks succeeding refutes it.
+
+    ``update`` returns True on confirmation, False on refutation, None while undecided.
+
+    >>> c = Confirmation(baseline=0.1, n_baseline=2000, labels=500, every=250)
+    >>> [c.update(v) for v in [0.0, 1.0] * 125][-1], c.n, round(c.mean, 2)  # 0.5 after 0.1
+    (True, 250, 0.5)
+    >>> c = Confirmation(baseline=0.25, n_baseline=4992, labels=500, every=250)
+    >>> [c.update(v) for v in ([1.0] * 7 + [0.0] * 18) * 20][-1], c.n  # 0.28: under 0.3
+    (False, 500)
+    """
+
+    def __init__(self, baseline: float, n_baseline: int, *, labels: int = 1000,
+                 every: int = 250, alpha: float = 0.01, min_increase: float = 0.02,
+                 min_relative_increase: float = 0.2) -> None:
+        if labels < 1 or every < 1 or not 0.0 < alpha < 1.0 or n_baseline < 1:
+            raise ValueError("labels, every and n_baseline must be >= 1, alpha in (0, 1)")
+        self.baseline, self.n_baseline = baseline, n_baseline
+        self.labels, self.every = labels, min(every, labels)
+        looks = math.ceil(labels / self.every)
+        self.z = NormalDist().inv_cdf(1.0 - alpha / looks)
+        self.floor = baseline + max(min_increase, min_relative_increase * baseline)
+        self.n, self.mean, self._m2 = 0, 0.0, 0.0  # Welford
+
+    def update(self, loss: float) -> bool | None:
+        self.n += 1
+        d = loss - self.mean
+        self.mean += d / self.n
+        self._m2 += d * (loss - self.mean)
+        if self.n % self.every and self.n < self.labels:
+            return None
+        if self.mean >= self.floor and self._significant():
+            return True
+        return False if self.n >= self.labels else None
+
+    def _significant(self) -> bool:
+        # the variance of the fresh labels stands for both sides (equal under the null)
+        var = self._m2 / (self.n - 1) if self.n > 1 else 0.0
+        se = math.sqrt(var * (1.0 / self.n + 1.0 / self.n_baseline))
+        return se == 0.0 or (self.mean - self.baseline) / se >= self.z

@@ -188,6 +188,9 @@ def _model(engine: Any, view: WorkerView) -> Iterator[Metric]:
                    (((r,), n) for r, n in sorted(signals.items())))
     yield _counter("retrain_signals_suppressed", "Retrain signals held back by the cooldown.",
                    engine.drift.signals_suppressed)
+    yield _counter("performance_drift_unconfirmed", "Rises of the loss found by ADWIN that the "
+                   "labels after them did not confirm (no retrain signal).",
+                   engine.drift.unconfirmed)
 
 
 def _drift(drift: Any) -> Iterator[Metric]:

@@ -6,6 +6,13 @@ with ``drift: true`` and closes with ``drift: false``; a ``summary`` record of e
 every ``summary_interval_s``) and ``retrain-signals`` records, raised by the retrain policy
 with a cooldown so that a storm of drift yields one signal. No I/O: the agent sends them.
 
+Retrain policy (issue 10: quiet on stationary streams): feature drift signals when
+``retrain.min_feature_subjects`` (2) subjects are in drift at once, or one subject has failed
+``retrain.persist_checks`` consecutive checks (a window plus one check): a chance excursion of
+the current window passes within a window, a real shift fails every later check. A rise of the
+loss found by ADWIN signals once the next window of labels confirms it against ADWIN's whole
+window (``models.drift.performance.Confirmation``): ADWIN's cut biases its own means.
+
 Warm-up: feature drift starts with the first events, but prediction and performance drift
 compare the model with its own past, and a model learning from scratch moves its scores and
 its loss by design. Both wait until it is warm (``models.drift.warmup``): it has learned
@@ -59,6 +66,7 @@ import orjson
 
 from models.drift import DriftEvent, DriftMonitor, PerformanceChange, PerformanceDrift
 from models.drift.monitor import SubjectSummary
+from models.drift.performance import Confirmation
 from models.drift.warmup import WarmUp
 from models.metrics import decide
 from stream_app import contract
@@ -91,6 +99,16 @@ class DriftStage:
         #: ADWIN on the prequential loss, created afresh at the warm point (None until then,
         #: and always with drift or performance drift switched off)
         self.performance: PerformanceDrift | None = None
+        #: a rise ADWIN found, being confirmed on the next labels: (its drift_id, the test)
+        self._confirming: tuple[str, Confirmation] | None = None
+        #: performance rises refuted by their confirmation (no signal)
+        self.unconfirmed = 0
+        rule = conf.retrain
+        #: a lone feature subject signals after this many consecutive low checks (0: never)
+        self._persist = (-(-conf.window // conf.check_every) + 1 if rule.persist_checks is None
+                         else rule.persist_checks)
+        self._checks = 0  # the monitor's checks the retrain policy has seen
+        self._signalled: set[str] = set()  # drift_ids already behind a signal (or held back)
         self._t_drift = settings.topic(contract.DRIFT)
         self._t_retrain = settings.topic(contract.RETRAIN_SIGNALS)
         self._open: dict[str, str] = {}  # subject -> drift_id of its open episode
@@ -121,7 +139,11 @@ class DriftStage:
         values = {**features, **x} if self._derived else features
         events = self.monitor.update(values, score=score if self.warm else None,
                                      timestamp=timestamp)
-        return self._episodes(events) if events else []
+        if self.monitor.n_checks == self._checks:
+            return []
+        self._checks = self.monitor.n_checks
+        out = self._episodes(events) if events else []
+        return out + self._policy() if self._open else out
 
     def observe_label(self, y: bool, score: float, *, learned: int | None = None,
                       ) -> list[Output]:
@@ -138,7 +160,10 @@ class DriftStage:
         if self.performance is None:
             return []
         change = self.performance.update(y, score)
-        return self._performance(change) if change is not None else []
+        out = self._performance(change) if change is not None else []
+        if self._confirming is not None and change is None:
+            out.extend(self._confirm(self.performance.last_loss))
+        return out
 
     def observe_learns(self, learned: int) -> None:
         """A model that learns without labels has learned ``learned`` events in all."""
@@ -165,11 +190,15 @@ class DriftStage:
         self._last_signal = previous._last_signal
         self.signals_raised = previous.signals_raised
         self.signals_suppressed = previous.signals_suppressed
+        self.unconfirmed = previous.unconfirmed
 
     def reset(self) -> None:
-        """Re-learn every reference window (after a model promotion, say)."""
+        """Re-learn every reference window (after a model promotion, say); the open episodes
+        are forgotten with them, so the retrain policy does not count them any more."""
         if self.monitor is not None:
             self.monitor.reset()
+        self._open.clear()
+        self._signalled.clear()
 
     # -- records ------------------------------------------------------------------------------
     def summary(self) -> Out | None:
@@ -186,6 +215,8 @@ class DriftStage:
         record = {"record": "summary", "model": self.model, "model_version": self.model_version,
                   "alpha": self.conf.alpha, "correction": self.conf.correction,
                   "subjects": subjects, "signals_suppressed": self.signals_suppressed,
+                  "performance_unconfirmed": self.unconfirmed,
+                  "performance_confirming": self._confirming is not None,
                   "warm": self.warm,
                   "warm_after_labels": None if self.warmup is None else self.warmup.warm_at,
                   "scope": self.scope, "detected_at": time.time()}
@@ -216,10 +247,9 @@ class DriftStage:
             if e.event == "open":
                 self._open[e.subject] = drift_id
             else:
-                self._open.pop(e.subject, None)
+                self._signalled.discard(self._open.pop(e.subject, ""))
             record = self._record(drift_id, e, state[e.subject])
             out.append((self._t_drift, _public(e.subject).encode(), orjson.dumps(record)))
-        out.extend(self._policy())
         return out
 
     def _record(self, drift_id: str, e: DriftEvent, s: SubjectSummary) -> dict[str, Any]:
@@ -254,21 +284,60 @@ class DriftStage:
             "scope": self.scope,
         }
         out: list[Output] = [(self._t_drift, b"prequential_loss", orjson.dumps(record))]
-        if record["drift"] and self.settings.drift.retrain.on_performance_drift:
-            out.extend(self._signal("performance_drift", [drift_id]))
+        # ADWIN's kept part still holds pre-change labels (its cut is coarse), so the effect
+        # size is judged on the labels after the detection, not on ADWIN's own means
+        if record["drift"] and self._confirming is None and self.conf.retrain.on_performance_drift:
+            self._confirming = (drift_id, self._confirmation(c))
         return out
+
+    def _confirmation(self, c: PerformanceChange) -> Confirmation:
+        p, n = self.conf.performance, c.n_before + c.n_after
+        return Confirmation(
+            (c.mean_before * c.n_before + c.mean_after * c.n_after) / n, n,
+            labels=p.confirm_labels or self.conf.window, every=self.conf.check_every,
+            alpha=self.conf.alpha, min_increase=p.min_increase,
+            min_relative_increase=p.min_relative_increase)
+
+    def _confirm(self, loss: float) -> list[Output]:
+        assert self._confirming is not None
+        drift_id, confirmation = self._confirming
+        verdict = confirmation.update(loss)
+        if verdict is None:
+            return []
+        self._confirming = None
+        if verdict:
+            return self._signal("performance_drift", [drift_id])
+        self.unconfirmed += 1
+        log.info("performance drift %s not confirmed: mean loss %.3f over %d labels after it, "
+                 "%.3f before", drift_id, confirmation.mean, confirmation.n,
+                 confirmation.baseline)
+        return []
 
     # -- retrain policy -----------------------------------------------------------------------
     def _policy(self) -> list[Output]:
+        """After each check with an open episode: feature drift signals when
+        ``min_feature_subjects`` (0: never) subjects are in drift at once, or one subject has
+        been below alpha for ``persist_checks`` consecutive checks; each episode is behind one
+        signal at most (one held back by the cooldown included)."""
+        assert self.monitor is not None
         rule = self.conf.retrain
-        features = [d for s, d in self._open.items() if s != _PREDICTION]
-        if rule.min_feature_subjects and len(features) >= rule.min_feature_subjects:
-            return self._signal("feature_drift", features)
-        if rule.on_prediction_drift and _PREDICTION in self._open:
-            return self._signal("prediction_drift", [self._open[_PREDICTION]])
+        features = {s: d for s, d in self._open.items() if s != _PREDICTION}
+        if rule.min_feature_subjects and features.keys() - self._signalled_subjects():
+            many = len(features) >= rule.min_feature_subjects
+            persisting = self._persist and any(
+                n >= self._persist for s, n in self.monitor.persisting().items() if s in features)
+            if many or persisting:
+                return self._signal("feature_drift", list(features.values()))
+        score = self._open.get(_PREDICTION)
+        if rule.on_prediction_drift and score is not None and score not in self._signalled:
+            return self._signal("prediction_drift", [score])
         return []
 
+    def _signalled_subjects(self) -> set[str]:
+        return {s for s, d in self._open.items() if d in self._signalled}
+
     def _signal(self, reason: str, evidence: list[str]) -> list[Output]:
+        self._signalled.update(evidence)
         now = time.monotonic()
         if now - self._last_signal < self.conf.retrain.cooldown_s:
             self.signals_suppressed += 1

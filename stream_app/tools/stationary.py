@@ -38,7 +38,7 @@ from models.spec import build_model, one_hot
 from stream_app.pipeline.drift import DriftStage
 from stream_app.pipeline.records import RetrainSignal
 from stream_app.settings import Settings, load_settings
-from stream_app.tools.datasets import synthetic
+from stream_app.tools.datasets import Concept, DriftSpec, synthetic
 
 __all__ = ["StationaryRun", "main", "run_stationary"]
 
@@ -53,10 +53,14 @@ class StationaryRun:
     episodes: list[tuple[int, str, str, bool]] = field(default_factory=list)
     #: the reason of every retrain signal sent, then one entry per signal the cooldown held back
     signals: list[str] = field(default_factory=list)
+    #: the event index of every retrain signal sent
+    signal_at: list[int] = field(default_factory=list)
     warm_after_labels: int | None = None
     #: the subjects the stage monitored, and the labels ADWIN saw (from the warm point on)
     subjects: list[str] = field(default_factory=list)
     adwin_labels: int = 0
+    #: ADWIN rises of the loss that the next labels did not confirm (no signal)
+    unconfirmed: int = 0
     seconds: float = 0.0
 
     @property
@@ -68,16 +72,20 @@ class StationaryRun:
 
 
 def run_stationary(seed: int, events: int = 100_000, *, n_features: int = 20,
-                   settings: Settings | None = None) -> StationaryRun:
-    """Feed one stationary stream through a fresh model and drift stage."""
+                   settings: Settings | None = None, drift: DriftSpec | None = None,
+                   ) -> StationaryRun:
+    """Feed one stationary stream (``drift``: one that changes, for the control measurements
+    of ``bench/drift_signal.py``) through a fresh model and drift stage."""
     settings = settings or load_settings(environ={})
+    schedule = drift.schedule(Concept.default(n_features)) if drift is not None else None
     model = build_model(settings.model)
     stage = DriftStage(settings, model=model.name, model_version=model.version)
     run = StationaryRun(seed, events)
     started = time.perf_counter()
     observe, observe_label = stage.observe, stage.observe_label
     predict, learn = model.predict_proba_one, model.learn_one
-    for i, item in enumerate(synthetic(seed, events, n_features=n_features)):
+    for i, item in enumerate(synthetic(seed, events, n_features=n_features,
+                                           schedule=schedule)):
         event = item.event
         features = event["features"]
         x = one_hot(features)
@@ -92,6 +100,7 @@ def run_stationary(seed: int, events: int = 100_000, *, n_features: int = 20,
     run.warm_after_labels = stage.warmup.warm_at if stage.warmup is not None else None
     run.subjects = stage.monitor.subjects if stage.monitor is not None else []
     run.adwin_labels = stage.performance.n if stage.performance is not None else 0
+    run.unconfirmed = stage.unconfirmed
     run.signals += ["suppressed by the cooldown"] * stage.signals_suppressed
     return run
 
@@ -100,6 +109,7 @@ def _tally(run: StationaryRun, index: int, outs: list[Any]) -> None:
     for o in outs:
         if isinstance(o, RetrainSignal):
             run.signals.append(o.reason)
+            run.signal_at.append(index)
             continue
         record = orjson.loads(o[2])
         if record.get("record") != "episode":
@@ -109,12 +119,13 @@ def _tally(run: StationaryRun, index: int, outs: list[Any]) -> None:
 
 
 def report(runs: list[StationaryRun]) -> str:
-    lines = ["| seed | events | warm after labels | feature | prediction | performance | "
-             "retrain signals | seconds |", "|---:|---:|---:|---:|---:|---:|---|---:|"]
+    lines = ["| seed | events | warm after labels | feature | prediction | performance "
+             "(unconfirmed) | retrain signals | seconds |",
+             "|---:|---:|---:|---:|---:|---:|---|---:|"]
     for r in runs:
         lines.append(f"| {r.seed} | {r.events:,} | {r.warm_after_labels} | {r.by_kind('feature')} "
-                     f"| {r.by_kind('prediction')} | {r.by_kind('performance')} | "
-                     f"{', '.join(r.signals) or '-'} | {r.seconds:.1f} |")
+                     f"| {r.by_kind('prediction')} | {r.by_kind('performance')} "
+                     f"({r.unconfirmed}) | {', '.join(r.signals) or '-'} | {r.seconds:.1f} |")
     total = sum(r.events for r in runs)
     false = sum(r.false_episodes for r in runs)
     lines += ["", f"false episodes: {false} in {total:,} events "
