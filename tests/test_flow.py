@@ -196,6 +196,43 @@ async def test_a_slow_model_gives_the_loop_back_while_it_learns_a_batch(engine: 
     assert "other" in trace[learns[0]:learns[-1]]  # it ran between two learns of the batch
 
 
+async def test_a_slow_model_gives_the_loop_back_while_it_scores_a_batch(engine: Engine,
+                                                                        monkeypatch) -> None:
+    """A batch of events for a slow model yields between scores, so the transactions in
+    flight, the fetches and the HTTP requests are not held for the whole batch; the batch is
+    still scored in order, by the model it started with, with one prediction per event."""
+    from stream_app.pipeline.engine import SCORE_SLICE_S
+
+    n = 24
+    trace: list[str] = []
+    predict = engine.model.predict_proba_one
+
+    def slow_predict(x):
+        time.sleep(SCORE_SLICE_S / 4)  # a forest of many trees takes this long per event
+        trace.append("score")
+        return predict(x)
+
+    monkeypatch.setattr(engine.model, "predict_proba_one", slow_predict)
+    scoring = True
+
+    async def other_work() -> None:  # a transaction's broker round trip, say
+        while scoring:
+            trace.append("other")
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_work())
+    try:
+        outs = await engine.process_events([rec(i, event(f"e{i}", v=float(i)))
+                                            for i in range(n)])
+    finally:
+        scoring = False
+        await other
+    scores = [i for i, what in enumerate(trace) if what == "score"]
+    assert len(scores) == n
+    assert [p["event_id"] for p in outputs(outs, "predictions")] == [f"e{i}" for i in range(n)]
+    assert "other" in trace[scores[0]:scores[-1]]  # it ran between two scores of the batch
+
+
 async def test_learning_waits_for_a_batch_of_events_being_scored(engine: Engine,
                                                                  monkeypatch) -> None:
     """Scoring comes before learning: once an events batch is under way, a slow model's

@@ -75,6 +75,11 @@ _FRUITLESS_HOLDS = 3
 #: and each step of a transaction in flight waits for the loop: 20 ms slices stretched a
 #: transaction of five broker round trips past 50 ms at 5,000 events/s)
 LEARN_SLICE_S = 0.005
+#: scoring a batch gives the loop back at least this often (a slow model's batch of 100
+#: events took 300 ms to score, and every broker round trip of the transactions in flight,
+#: every fetch and every HTTP request waited behind it); learning waits meanwhile, as it
+#: waits for the whole batch (``events_lock``)
+SCORE_SLICE_S = 0.005
 #: the newest parked labels the learner remembers, to park again after a state loss
 REMEMBER_PARKED = 1000
 #: the learner sweeps orphaned parked labels at most this often
@@ -269,7 +274,7 @@ class Engine:
         states = dict(zip(entity_ids, read.states, strict=True))
         xs = self.featurizer.inputs(
             [(ev.entity_id, ev.timestamp, ev.features) for _, ev in fresh], states)
-        snapshots, claims, observed, scored = self._score(fresh, xs, out)
+        snapshots, claims, observed, scored = await self._score(fresh, xs, out)
         t2 = time.perf_counter()
         touched = {e: states[e] for e in {ev.entity_id for _, ev in fresh}} \
             if self.featurizer.has_aggregates else {}
@@ -327,11 +332,12 @@ class Engine:
                 repeated.append((rec, ev))
         return fresh, redelivered, repeated
 
-    def _score(self, batch: list[tuple[Record, Event]], xs: list[dict[str, float]],
-               out: list[Output]) -> tuple[dict[str, bytes], dict[str, bytes],
-                                           list[tuple[Any, ...]], list[dict[str, float]]]:
+    async def _score(self, batch: list[tuple[Record, Event]], xs: list[dict[str, float]],
+                     out: list[Output]) -> tuple[dict[str, bytes], dict[str, bytes],
+                                                 list[tuple[Any, ...]], list[dict[str, float]]]:
         """Score each input in arrival order: the snapshots and claims to commit, what drift
-        observes once they are committed, and the inputs scored."""
+        observes once they are committed, and the inputs scored. Gives the loop back every
+        :data:`SCORE_SLICE_S`; the model is the one the batch started with."""
         drift_on = self.settings.drift.enabled
         observed: list[tuple[Any, ...]] = []
         snapshots: dict[str, bytes] = {}
@@ -343,7 +349,12 @@ class Engine:
         topic, log_topic = self._t_predictions, self._t_feature_log
         latencies: list[float] = []
         scored: list[dict[str, float]] = []
+        clock = time.perf_counter
+        yield_at = clock() + SCORE_SLICE_S
         for (rec, ev), x in zip(batch, xs, strict=True):
+            if clock() >= yield_at:
+                await asyncio.sleep(0)
+                yield_at = clock() + SCORE_SLICE_S
             try:
                 score = model.predict_proba_one(x)
             except ModelOutputError as exc:
