@@ -3,7 +3,9 @@
 An ARF (``--trees``, trained on ``--learns`` synthetic events; cached in ``--cache``) is
 checkpointed by an in-process ``ModelKeeper`` to a registry (``--registry``: a temporary
 ``file://`` folder, or ``redis`` for ``STREAM_REDIS_URL``) on uvloop, as the worker runs, while a
-task that sleeps 10 ms records how late it wakes up. Figures in ``bench/RESULTS.md``.
+task that sleeps 10 ms records how late it wakes up. The first checkpoint is pickled in a thread; the next ones,
+past ``lifecycle.checkpoint_fork_bytes``, by a forked child (on Linux). Figures in
+``bench/RESULTS.md``.
 
     python bench/checkpoint_lag.py                        # 100 trees, 10,000 learns (~3 min to train)
     python bench/checkpoint_lag.py --registry redis
@@ -26,7 +28,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.registry.pickling import dumps, loads  # noqa: E402
+from models.registry.pickling import ForkedPickles, can_fork, dumps, loads  # noqa: E402
 from stream_app.lifecycle import ModelKeeper  # noqa: E402
 from stream_app.pipeline.engine import Engine  # noqa: E402
 from stream_app.settings import load_settings  # noqa: E402
@@ -48,6 +50,11 @@ def forest(trees: int, learns: int, cache: Path) -> Any:
     cache.mkdir(parents=True, exist_ok=True)
     path.write_bytes(pickle.dumps(model, protocol=5))
     return model
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 class Probe:
@@ -105,8 +112,17 @@ async def main(args: argparse.Namespace) -> None:
         print(f"  {len(blob) / 1e6:.0f} MB")
         for i in range(args.checkpoints):
             engine.learns_since_snapshot = 1
-            await probed(f"ModelKeeper.checkpoint #{i + 1} ({args.registry})",
+            how = "forked child" if can_fork() and keeper._fork_ok and keeper._last_bytes >= \
+                settings.lifecycle.checkpoint_fork_bytes else "thread"
+            await probed(f"ModelKeeper.checkpoint #{i + 1} ({args.registry}, {how})",
                          lambda: keeper.checkpoint(force=True))
+        if can_fork():
+            t0 = time.perf_counter()
+            with ForkedPickles.start([None]) as job:
+                forked = time.perf_counter() - t0
+                job.result()
+            print(f"  os.fork() of this process (RSS {rss_mib():.0f} MiB): "
+                  f"{forked * 1000:.1f} ms on the loop")
         print(f"  next checkpoint no sooner than "
               f"{keeper._last_bytes / settings.lifecycle.checkpoint_max_bytes_per_s:.0f} s")
         await probed("load_snapshot (what a scorer does)", lambda: keeper.registry.load_snapshot(

@@ -199,6 +199,13 @@ class LifecycleSettings(_Frozen):
     #: forest: 54 s). Pickling runs at ~75 MB/s of one core and every scorer loads each
     #: checkpoint, so the default keeps a big model's checkpoints to a few % of a core.
     checkpoint_max_bytes_per_s: float = Field(default=4 * 2**20, gt=0)
+    #: a model whose last checkpoint was at least this big is pickled by a forked child (Linux),
+    #: so that the pickler never holds the worker's GIL; smaller ones in a thread, where the
+    #: fork would cost more than the pickle (``stream_app.lifecycle``)
+    checkpoint_fork_bytes: int = Field(default=16 * 2**20, ge=0)
+    #: and such a model's objects are frozen out of the cyclic GC after each checkpoint and
+    #: install (``gc.freeze``: a full GC pass over a big forest holds the GIL for a second)
+    gc_freeze: bool = True
     #: snapshots kept per version (older ones are pruned; the newest good one is restored)
     keep_snapshots: int = Field(default=20, ge=2)
     #: and at most this many bytes of them per version (the newest good one always stays)

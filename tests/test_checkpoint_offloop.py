@@ -8,6 +8,8 @@ A model made big with River state (30,000 ``proba.Gaussian``, each with its own
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
 import random
 import time
 from pathlib import Path
@@ -17,7 +19,7 @@ import pytest
 from river import proba
 
 from models.allowlist import ANOMALY_DETECTORS, CLASSIFIERS
-from models.registry.pickling import dumps
+from models.registry.pickling import can_fork, dumps
 from models.spec import ModelSettings, StepSettings, build_model
 from stream_app.errors import ConfigError
 from stream_app.pipeline.records import Record
@@ -96,6 +98,74 @@ async def test_a_big_checkpoint_never_stalls_the_loop_and_learning_waits_for_it(
     assert info.learn_count == learned and info.label_offsets == {"labels:0": 100}
     assert dict(state["pipeline"].steps["LogisticRegression"].weights) == taken_weights
     assert dumps(state["pipeline"].ballast) == dumps(engine.model.pipeline.ballast)
+
+
+@pytest.mark.skipif(not can_fork(), reason="pickling in a forked child is for Linux")
+async def test_a_big_checkpoint_pickled_by_a_child_lets_learning_go_on(tmp_path: Path) -> None:
+    """Past ``checkpoint_fork_bytes`` a child pickles the model as it was at the fork: the
+    labels that come meanwhile are learned at once, and the snapshot holds none of them."""
+    w = Worker(settings_for(tmp_path, snapshot_every_learns=10**6, snapshot_interval_s=3600,
+                            checkpoint_fork_bytes=0))
+    await w.start(learner=True)
+    await feed(w, stream(100), 0)
+    engine = w.engine
+    engine.model.pipeline.ballast = ballast()  # River state, a second's pickling
+    learned, taken_weights = engine.metrics.learned, weights(engine)
+    ballast_pickle = dumps(engine.model.pipeline.ballast)
+    more = [(event(f"m{i}", a=0.5, b=0.5), label(f"m{i}", True)) for i in range(40)]
+    gc.unfreeze()
+    with LagProbe() as probe:
+        t0 = time.perf_counter()
+        ckpt = asyncio.create_task(w.keeper.checkpoint(force=True))
+        await asyncio.sleep(0)  # the checkpoint forks under its locks, and lets them go
+        await engine.process_events(records("events", 100, [ev for ev, _ in more]))
+        await engine.process_labels(records("labels", 100, [lb for _, lb in more]))
+        assert not ckpt.done()  # learned while the child pickles
+        assert engine.metrics.learned == learned + len(more)
+        sid = await ckpt
+        took = time.perf_counter() - t0
+    assert took > 0.5, f"the checkpoint took {took:.2f} s: too small to prove anything"
+    assert probe.max_lag_s < 0.1, f"event loop stalled {probe.max_lag_s * 1000:.0f} ms"
+    assert weights(engine) != taken_weights
+    # a big model's objects are out of the cyclic GC's reach (``lifecycle.gc_freeze``)
+    assert gc.get_freeze_count() > len(ballast_pickle) // 1000
+    gc.unfreeze()
+    state, info = await w.keeper.registry.load_snapshot("default", "1", sid)
+    assert info.learn_count == learned and info.label_offsets == {"labels:0": 100}
+    assert dict(state["pipeline"].steps["LogisticRegression"].weights) == taken_weights
+    assert dumps(state["pipeline"].ballast) == ballast_pickle
+
+
+class _OnlyInTheParent:
+    """Pickles in this process, and fails to in any child of it."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if os.getpid() != self.pid:
+            raise RuntimeError("pickled in a child")
+        return (_OnlyInTheParent, ())
+
+
+@pytest.mark.skipif(not can_fork(), reason="pickling in a forked child is for Linux")
+async def test_a_failed_child_falls_back_to_a_thread_and_says_so(tmp_path: Path,
+                                                                 caplog) -> None:
+    w = Worker(settings_for(tmp_path, snapshot_every_learns=10**6, snapshot_interval_s=3600,
+                            checkpoint_fork_bytes=0))
+    await w.start(learner=True)
+    await feed(w, stream(100), 0)
+    w.engine.model.pipeline.odd = _OnlyInTheParent()
+    with caplog.at_level("WARNING", logger="stream_app.lifecycle"):
+        sid = await w.keeper.checkpoint(force=True)
+    assert sid is not None
+    state, info = await w.keeper.registry.load_snapshot("default", "1", sid)
+    assert info.learn_count == w.engine.metrics.learned
+    assert isinstance(state["pipeline"].odd, _OnlyInTheParent)
+    assert "pickled in a child" in caplog.text and "in a thread from now on" in caplog.text
+    w.engine.learns_since_snapshot = 1
+    assert await w.keeper.checkpoint(force=True) is not None  # a thread's, with no warning
+    assert caplog.text.count("forked checkpoint failed") == 1
 
 
 def _pipelines() -> list[tuple[str, ...]]:
