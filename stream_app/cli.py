@@ -62,6 +62,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         from stream_app.http.server import bind
 
         http_socket = bind(settings)
+    sys.setswitchinterval(settings.gil_switch_interval_s)
     try:
         import uvloop
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

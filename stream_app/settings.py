@@ -323,6 +323,11 @@ class Settings(BaseSettings):
     startup_timeout_s: float = Field(default=8.0, gt=0, le=600)
     batch_max: int = Field(default=500, ge=1)
     batch_within_s: float = Field(default=0.02, gt=0)
+    #: how long a thread holds the GIL before another may take it (``sys.setswitchinterval``).
+    #: The consumer thread's fetches wait up to this long behind a busy loop at each step: 1 ms
+    #: took a 100-tree forest's prediction p99 from 545-1,127 to 424-738 ms at 200 events/s,
+    #: but cost the peers work ~10 % of its events/s (``bench/RESULTS.md``)
+    gil_switch_interval_s: float = Field(default=0.005, gt=0, le=0.1)
     metrics_interval_s: float = Field(default=2.0, gt=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
