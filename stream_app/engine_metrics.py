@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import time
@@ -199,4 +200,8 @@ class EngineMetrics:
             "latency_ms": self.latency.summary(),
             "stage_ms": {k: v.summary() for k, v in self.stage.items()},
             "store": {"state_losses": self.state_losses},
+            # the cyclic GC: objects frozen out of its reach (``lifecycle.gc_freeze``) and
+            # collections per generation (a full one pauses the loop over what is not frozen)
+            "gc": {"frozen": gc.get_freeze_count(),
+                   "collections": [g["collections"] for g in gc.get_stats()]},
         }

@@ -62,6 +62,8 @@ async def test_phishing_events_get_predictions_and_labels_teach_the_model(engine
     snap = await latest_metrics(settings, until=lambda m: m["labels"]["learned"] >= 200)
     assert snap["labels"]["joined"] >= 200
     assert snap["prequential"]["cumulative"]["accuracy"] > 0.6
+    # the worker's start-up objects were frozen out of the cyclic GC (``lifecycle.gc_freeze``)
+    assert snap["gc"]["frozen"] > 10_000 and len(snap["gc"]["collections"]) == 3
 
 
 async def test_every_bad_input_is_dead_lettered_with_its_source_position(engine) -> None:
