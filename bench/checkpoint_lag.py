@@ -112,8 +112,7 @@ async def main(args: argparse.Namespace) -> None:
         print(f"  {len(blob) / 1e6:.0f} MB")
         for i in range(args.checkpoints):
             engine.learns_since_snapshot = 1
-            how = "forked child" if can_fork() and keeper._fork_ok and keeper._last_bytes >= \
-                settings.lifecycle.checkpoint_fork_bytes else "thread"
+            how = "forked child" if keeper.forks_next else "thread"
             await probed(f"ModelKeeper.checkpoint #{i + 1} ({args.registry}, {how})",
                          lambda: keeper.checkpoint(force=True))
         if can_fork():

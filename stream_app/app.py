@@ -20,7 +20,6 @@ stored with it; losing it checkpoints first.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Sequence
@@ -36,7 +35,7 @@ from stream_app import contract
 from stream_app.batching import Batch, BatchConsumer
 from stream_app.errors import ServiceError
 from stream_app.kafka_io import ensure_topics, make_consumer, stop_consumer
-from stream_app.lifecycle import ModelKeeper, require_key
+from stream_app.lifecycle import ModelKeeper, freeze_for_gc, require_key
 from stream_app.pipeline import emit
 from stream_app.pipeline.engine import SWEEP_EVERY_S, Engine
 from stream_app.pipeline.records import LabelBack, Output, Record, by_partition
@@ -257,13 +256,12 @@ def create_app(settings: Settings, *, engine: Engine | None = None,
             await _take_role(app, assigned)
         finally:
             app.role_settled.set()
-        if not frozen_at_start and settings.lifecycle.gc_freeze:
+        if not frozen_at_start:
             # what the worker built to start (modules, Faust, the clients, the model) lives
             # as long as it does: one full collection now, then no collection scans it again
             # (a gen-2 pass over it held the loop 100-180 ms every few seconds; after: 15 ms)
             frozen_at_start = True
-            gc.collect()
-            gc.freeze()
+            freeze_for_gc(settings.lifecycle, full=True)
 
     @app.on_partitions_revoked.connect
     async def checkpoint_before_losing_labels(sender: Any, revoked: set[Any], **kw: Any) -> None:

@@ -82,7 +82,7 @@ from stream_app.errors import CheckpointError, ConfigError, FencedError, ModelNo
 from stream_app.pipeline.engine import Engine
 from stream_app.pipeline.records import Out, Output, Record, RetrainSignal
 from stream_app.pipeline.shadow import Challenger
-from stream_app.settings import ModelSettings, Settings, StepSettings
+from stream_app.settings import LifecycleSettings, ModelSettings, Settings, StepSettings
 
 __all__ = ["ModelKeeper", "freeze_for_gc", "model_spec", "require_key"]
 
@@ -94,11 +94,11 @@ _PRUNE_EVERY = 10
 _THREAD_ATTEMPTS = 2
 
 
-def freeze_for_gc(conf: Any) -> None:
+def freeze_for_gc(conf: LifecycleSettings, *, full: bool = False) -> None:
     """Move every object alive now out of the cyclic GC's reach (``gc.freeze``), after a
-    young collection, when ``conf.gc_freeze`` (module doc: a big model's objects)."""
+    young collection (``full``: a full one), when ``conf.gc_freeze`` (module doc)."""
     if conf.gc_freeze:
-        gc.collect(1)
+        gc.collect() if full else gc.collect(1)
         gc.freeze()
 
 
@@ -377,7 +377,6 @@ class ModelKeeper:
             engine = self.engine
             if not self.learner or (engine.learns_since_snapshot == 0 and not force):
                 return None
-            forked = None
             async with engine.learn_lock:  # no learning until both are pickled (or forked)
                 taken = self._take()
                 forked = self._fork([t.state for t in taken])
@@ -396,11 +395,17 @@ class ModelKeeper:
                             blobs = await self._pickle(taken)
             return await self._save(taken, blobs)
 
+    @property
+    def forks_next(self) -> bool:
+        """Whether the next checkpoint is pickled by a forked child: the last one was at least
+        ``checkpoint_fork_bytes``, on Linux, and no child has failed (module doc)."""
+        return self._fork_ok and self._last_bytes >= self.conf.checkpoint_fork_bytes \
+            and can_fork()
+
     def _fork(self, states: list[Any]) -> ForkedPickles | None:
-        """A child pickling ``states`` as they are now, for a model whose last checkpoint was
-        at least ``checkpoint_fork_bytes`` (module doc); ``None``: pickle in a thread."""
-        if not self._fork_ok or self._last_bytes < self.conf.checkpoint_fork_bytes \
-                or not can_fork():
+        """A child pickling ``states`` as they are now (:attr:`forks_next`); ``None``: pickle
+        in a thread."""
+        if not self.forks_next:
             return None
         freeze_for_gc(self.conf)  # before the fork: the parent's GC copies no page of it
         try:

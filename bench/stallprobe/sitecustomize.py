@@ -90,14 +90,3 @@ try:
 except ImportError:  # pragma: no cover
     pass
 
-
-def _freeze_later(delay_s):  # BENCH_GC_FREEZE_AFTER_S: try gc.freeze() without a code change
-    time.sleep(delay_s)
-    gc.collect()
-    gc.freeze()
-    _out.write(f"stallprobe: froze {gc.get_freeze_count()} objects\n")
-
-
-if os.environ.get("BENCH_GC_FREEZE_AFTER_S"):
-    threading.Thread(target=_freeze_later, args=(float(os.environ["BENCH_GC_FREEZE_AFTER_S"]),),
-                     name="stallprobe-freeze", daemon=True).start()

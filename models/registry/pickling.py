@@ -209,21 +209,13 @@ def _child(objs: list[Any], folder: str) -> None:  # pragma: no cover (runs in t
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         gc.disable()
-        for i, obj in enumerate(objs):
-            buf = io.BytesIO()
-            _Pickler(buf, protocol=PICKLE_PROTOCOL).dump(obj)
-            fd = os.open(os.path.join(folder, f"{i}.pickle"), os.O_WRONLY | os.O_CREAT, 0o600)
-            try:
-                view = buf.getbuffer()
-                while view:
-                    view = view[os.write(fd, view):]
-            finally:
-                os.close(fd)
+        for i, obj in enumerate(objs):  # straight to the file: no second copy in memory
+            with open(os.path.join(folder, f"{i}.pickle"), "wb") as f:
+                _Pickler(f, protocol=PICKLE_PROTOCOL).dump(obj)
         code = 0
     except BaseException as exc:  # noqa: BLE001 (reported to the parent, then the child exits)
-        with contextlib.suppress(BaseException):
-            fd = os.open(os.path.join(folder, "error"), os.O_WRONLY | os.O_CREAT, 0o600)
-            os.write(fd, f"{type(exc).__name__}: {exc}"[:2000].encode())
-            os.close(fd)
+        with contextlib.suppress(BaseException), \
+                open(os.path.join(folder, "error"), "w", encoding="utf-8") as f:
+            f.write(f"{type(exc).__name__}: {exc}"[:2000])
     finally:
         os._exit(code)
