@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -123,6 +124,16 @@ def start_worker(settings: Settings, log_path: Path, extra_env: dict[str, str] |
     """A real ``python -m stream_app worker`` process, configured through the environment."""
     return Proc([sys.executable, "-m", "stream_app", "worker"], child_env(settings, extra_env),
                 log_path)
+
+
+def py_spy(pid: int, out: Path, seconds: float, *, nonblocking: bool = False) -> Proc:
+    """py-spy ``pid`` for ``seconds`` into ``out`` (raw collapsed stacks, every thread; summarise
+    with bench/profile_top.py). It writes ``out`` once the time is up or the process is gone."""
+    argv = [shutil.which("py-spy") or "py-spy", "record", "--pid", str(pid), "--rate", "100",
+            "--threads", "--format", "raw", "--duration", str(int(seconds)), "-o", str(out)]
+    if nonblocking:
+        argv.append("--nonblocking")
+    return Proc(argv, dict(os.environ), out.with_suffix(".log"))
 
 
 def service_processes() -> dict[str, psutil.Process]:

@@ -14,6 +14,7 @@ Subtract from the full pipeline's time per event to see what Faust costs:
     python bench/engine_cost.py                           # 100k events, bench/fraud-bench.toml
     python bench/engine_cost.py --no-features --cprofile 25
     python bench/engine_cost.py --drift-features 20       # drift's share, 20 monitored features
+    python bench/engine_cost.py --config bench/peers.toml --numeric 20 --batch 500  # peers' work
 
 ``--drift-features N`` replays events with ``N`` numeric features (``f0..``) and monitors all of
 them (``drift.features``; the ``channel`` category and the score are monitored too, as by
@@ -75,6 +76,10 @@ async def run(args: argparse.Namespace) -> None:
     settings = load_settings(args.config, **overrides)
     if args.drift_features:
         ds = wide_dataset(args)
+    elif args.numeric:  # the peers' events: N numeric features, no category
+        ds = make_dataset(args.events, seed=args.seed, entities=args.entities,
+                          spacing_s=args.spacing_ms / 1000.0, zipf=args.zipf,
+                          n_features=args.numeric, numeric_only=True)
     else:
         ds = make_dataset(args.events, seed=args.seed, entities=args.entities,
                           spacing_s=args.spacing_ms / 1000.0, zipf=args.zipf)
@@ -230,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--drift-features", type=int, default=0, metavar="N",
                    help="events with N numeric features, all monitored for drift")
+    p.add_argument("--numeric", type=int, default=0, metavar="N",
+                   help="events with N numeric features and no category, as bench/peers.py "
+                        "(with --config bench/peers.toml: the peers' work)")
     p.add_argument("--drift", choices=["on", "off"], default="on",
                    help="with --drift-features: drift monitoring on (timed) or off")
     p.add_argument("--cprofile", type=int, default=0, metavar="N", help="print the top N")

@@ -95,6 +95,7 @@ from benchlib import (  # noqa: E402
     new_tag,
     percentiles,
     publish_all,
+    py_spy,
     rate_between,
     read_topic,
     service_processes,
@@ -243,7 +244,14 @@ async def throughput_system(args: argparse.Namespace, system: str, settings: Set
                          tree=frozenset({"worker"}))
     sampler.start()
     t0 = time.monotonic()
+    profiler: Proc | None = None
     try:
+        if args.profile_dir and system == STREAM:  # from its first output on: no start-up
+            await wait_for_count(settings, topic, 1, timeout_s=args.timeout, alive=proc.alive,
+                                 interval_s=0.05)
+            out = Path(args.profile_dir) / f"{system}-{settings.topic_prefix}.txt"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            profiler = py_spy(proc.pid, out, args.profile_seconds, nonblocking=True)
         got = await wait_for_count(settings, topic, n, timeout_s=args.timeout, alive=proc.alive)
         if got >= n:  # every output: let a tail of duplicates show up too
             await asyncio.sleep(0.5)
@@ -251,6 +259,8 @@ async def throughput_system(args: argparse.Namespace, system: str, settings: Set
     finally:
         await sampler.stop()
         proc.stop()
+        if profiler is not None:  # py-spy writes its output once the profiled process is gone
+            profiler.wait(timeout_s=60)
     result: dict[str, Any] = {"wall_s": time.monotonic() - t0}
     if got < n:
         result["error"] = f"{got}/{n} outputs in {args.timeout:g} s (alive: {alive})"
@@ -557,6 +567,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "made on first use)")
     p.add_argument("--json", default=None, help="write every figure here")
     p.add_argument("--logs", default=None, help="keep the processes' logs here (default: temp)")
+    p.add_argument("--profile-dir", default=None,
+                   help="py-spy stream-app's worker (raw stacks; bench/profile_top.py); "
+                        "perturbs its figures")
+    p.add_argument("--profile-seconds", type=float, default=8.0)
     p.add_argument("--keep", action="store_true", help="keep topics and Redis keys")
     return p.parse_args(argv)
 

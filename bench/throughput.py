@@ -42,7 +42,6 @@ import asyncio
 import json
 import math
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -71,6 +70,7 @@ from benchlib import (  # noqa: E402
     percentiles,
     publish_all,
     publish_paced,
+    py_spy,
     rate_between,
     read_topic,
     service_processes,
@@ -110,15 +110,7 @@ async def _maybe_profile(args: argparse.Namespace, settings: Settings, topic: st
                          interval_s=0.05)
     out = Path(args.profile_dir) / f"{name}.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
-    return _profile(proc.pid, out, args.profile_seconds, args.profile_nonblocking)
-
-
-def _profile(pid: int, out: Path, seconds: float, nonblocking: bool) -> Proc:
-    argv = [shutil.which("py-spy") or "py-spy", "record", "--pid", str(pid), "--rate", "100",
-            "--threads", "--format", "raw", "--duration", str(int(seconds)), "-o", str(out)]
-    if nonblocking:
-        argv.append("--nonblocking")
-    return Proc(argv, dict(os.environ), out.with_suffix(".log"))
+    return py_spy(proc.pid, out, args.profile_seconds, nonblocking=args.profile_nonblocking)
 
 
 def _start_runner(args: argparse.Namespace, settings: Settings, log: Path) -> Proc:
