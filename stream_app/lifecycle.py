@@ -24,8 +24,11 @@ data hash read at the same moment, and learning resumes before the bytes are wri
 A model whose last checkpoint was ``checkpoint_fork_bytes`` or more (16 MiB; Linux) is
 pickled by a forked child instead (``ForkedPickles``): learning waits only for the fork, and
 the pickler's GIL holds (its biggest containers, the release of its memo at the end: 100 to
-300 ms for a forest of 100 trees) happen in the child, not in the worker. If a child fails,
-the worker says so once and pickles in a thread from then on.
+300 ms for a forest of 100 trees) happen in the child, not in the worker. So is a learner's
+first checkpoint of a model it did not restore, whose size nobody knows yet: a fork of a small
+worker costs a few milliseconds, a thread's pickle of a big model held the loop 174 ms. If a
+child fails (or runs past :data:`FORK_TIMEOUT_S`), the worker says so once and pickles in a
+thread from then on.
 
 Such a model is also taken out of the cyclic garbage collector's reach (``gc_freeze``): after
 each of its checkpoints and each install, ``gc.freeze()`` moves every object then alive to the
@@ -92,6 +95,9 @@ log = logging.getLogger(__name__)
 _PRUNE_EVERY = 10
 #: pickling attempts in a thread before the last one on the loop (see the module docstring)
 _THREAD_ATTEMPTS = 2
+#: a pickling child still running after this long is killed and the checkpoint pickled in a
+#: thread (from then on); pickling runs at ~75 MB/s, so a GB of model takes ~15 s
+FORK_TIMEOUT_S = 300.0
 
 
 def freeze_for_gc(conf: LifecycleSettings, *, full: bool = False) -> None:
@@ -152,8 +158,9 @@ class ModelKeeper:
         self.fenced = 0
         self.started = False
         self._last_checkpoint = time.monotonic()
-        #: the size of the last checkpoint saved or restored (champion and challenger)
-        self._last_bytes = 0
+        #: the size of the last checkpoint saved or restored (champion and challenger);
+        #: None until one is (the first checkpoint of a model that was not restored)
+        self._last_bytes: int | None = None
         self._fork_ok = True
         self._checkpoints = 0
         self._unpruned_bytes = 0
@@ -222,7 +229,7 @@ class ModelKeeper:
         self.restored = {"version": prod.version, "snapshot": self.engine.snapshot_id,
                          "learn_count": self.engine.metrics.learned}
         self._last_checkpoint = time.monotonic()
-        self._last_bytes = 0 if info is None else info.checkpoint_size
+        self._last_bytes = None if info is None else info.checkpoint_size
         self._publish_state()
         log.info("model %r v%s: this worker is the learner (lease %d, snapshot %d, %d "
                  "learned)", self.name, prod.version, self.lease, self.engine.snapshot_id,
@@ -363,7 +370,7 @@ class ModelKeeper:
         its size (``checkpoint_max_bytes_per_s``)."""
         n = self.engine.learns_since_snapshot
         elapsed = time.monotonic() - self._last_checkpoint
-        if n == 0 or elapsed < self._last_bytes / self.conf.checkpoint_max_bytes_per_s:
+        if n == 0 or elapsed < (self._last_bytes or 0) / self.conf.checkpoint_max_bytes_per_s:
             return False
         return n >= self.conf.snapshot_every_learns or elapsed >= self.conf.snapshot_interval_s
 
@@ -385,7 +392,7 @@ class ModelKeeper:
             if forked is not None:  # learning goes on while the child pickles
                 with forked:
                     try:
-                        blobs = await asyncio.to_thread(forked.result)
+                        blobs = await asyncio.to_thread(forked.result, FORK_TIMEOUT_S)
                     except PicklingFailed as exc:
                         log.warning("model %r: a forked checkpoint failed (%s); pickling in "
                                     "a thread from now on", self.name, exc)
@@ -397,9 +404,11 @@ class ModelKeeper:
 
     @property
     def forks_next(self) -> bool:
-        """Whether the next checkpoint is pickled by a forked child: the last one was at least
-        ``checkpoint_fork_bytes``, on Linux, and no child has failed (module doc)."""
-        return self._fork_ok and self._last_bytes >= self.conf.checkpoint_fork_bytes \
+        """Whether the next checkpoint is pickled by a forked child: on Linux, no child has
+        failed, and the last one was at least ``checkpoint_fork_bytes`` or there was none
+        (module doc)."""
+        last = self._last_bytes
+        return self._fork_ok and (last is None or last >= self.conf.checkpoint_fork_bytes) \
             and can_fork()
 
     def _fork(self, states: list[Any]) -> ForkedPickles | None:

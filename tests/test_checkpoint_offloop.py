@@ -19,7 +19,7 @@ import pytest
 from river import proba
 
 from models.allowlist import ANOMALY_DETECTORS, CLASSIFIERS
-from models.registry.pickling import can_fork, dumps
+from models.registry.pickling import ForkedPickles, PicklingFailed, can_fork, dumps
 from models.spec import ModelSettings, StepSettings, build_model
 from stream_app.errors import ConfigError
 from stream_app.pipeline.records import Record
@@ -70,6 +70,8 @@ async def test_a_big_checkpoint_never_stalls_the_loop_and_learning_waits_for_it(
     w = Worker(settings_for(tmp_path, snapshot_every_learns=10**6, snapshot_interval_s=3600))
     await w.start(learner=True)
     await feed(w, stream(100), 0)
+    await w.keeper.checkpoint(force=True)  # small: the next is pickled in a thread
+    assert not w.keeper.forks_next
     engine = w.engine
     engine.model.pipeline.ballast = ballast()  # River state, a second's pickling
     learned, taken_weights = engine.metrics.learned, weights(engine)
@@ -134,6 +136,64 @@ async def test_a_big_checkpoint_pickled_by_a_child_lets_learning_go_on(tmp_path:
     assert info.learn_count == learned and info.label_offsets == {"labels:0": 100}
     assert dict(state["pipeline"].steps["LogisticRegression"].weights) == taken_weights
     assert dumps(state["pipeline"].ballast) == ballast_pickle
+
+
+@pytest.mark.skipif(not can_fork(), reason="pickling in a forked child is for Linux")
+async def test_a_first_checkpoint_of_unknown_size_is_pickled_by_a_child(tmp_path: Path) -> None:
+    """A fresh learner's first checkpoint may be of a big model: a child pickles it (a thread
+    held the loop 174 ms for a 226 MB forest); once its size is known, a small model's next
+    checkpoints go to a thread, and a restored model's size is known from the start."""
+    settings = settings_for(tmp_path, snapshot_every_learns=10**6, snapshot_interval_s=3600)
+    w = Worker(settings)
+    await w.start(learner=True)
+    await feed(w, stream(100), 0)
+    assert w.keeper.forks_next
+    forks: list[int] = []
+    start = ForkedPickles.start
+
+    def counted(objs: list[Any]) -> ForkedPickles:
+        forks.append(len(objs))
+        return start(objs)
+
+    ForkedPickles.start = counted  # type: ignore[method-assign]
+    try:
+        first = await w.keeper.checkpoint(force=True)
+        assert forks == [1] and first is not None
+        assert not w.keeper.forks_next  # a few kB: a thread from now on
+        await feed(w, stream(120)[100:], 100)
+        assert await w.keeper.checkpoint(force=True) is not None
+        assert forks == [1]
+    finally:
+        ForkedPickles.start = start  # type: ignore[method-assign]
+    state, info = await w.keeper.registry.load_snapshot("default", "1", first)
+    assert info.learn_count == 100 and "pipeline" in state
+    again = Worker(settings)
+    await again.start(learner=True)  # restores: the size is the snapshot's
+    assert not again.keeper.forks_next
+
+
+class _Stuck:
+    """Pickles at once in this process; in a child of it, never returns."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        while os.getpid() != self.pid:
+            time.sleep(1)
+        return (_Stuck, ())
+
+
+@pytest.mark.skipif(not can_fork(), reason="pickling in a forked child is for Linux")
+def test_a_child_past_its_time_is_killed_and_says_so() -> None:
+    job = ForkedPickles.start([_Stuck()])
+    pid = job._pid
+    t0 = time.monotonic()
+    with job, pytest.raises(PicklingFailed, match="still running after 0.5 s"):
+        job.result(timeout_s=0.5)
+    assert time.monotonic() - t0 < 5
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # killed and reaped: no zombie left behind
 
 
 class _OnlyInTheParent:

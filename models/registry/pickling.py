@@ -58,6 +58,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any, Final
 
@@ -168,11 +169,21 @@ class ForkedPickles:
             _child(objs, folder)
         return cls(pid, folder, len(objs))
 
-    def result(self) -> list[Pickled]:
-        """The pickles, in order, once the child is done; :class:`PicklingFailed` if it failed."""
+    def result(self, timeout_s: float | None = None) -> list[Pickled]:
+        """The pickles, in order, once the child is done; :class:`PicklingFailed` if it failed
+        or (then killed) is still running after ``timeout_s``."""
         if self._pid is None:
             raise PicklingFailed("this child's result was taken already")
-        _, status = os.waitpid(self._pid, 0)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            pid, status = os.waitpid(self._pid, 0 if deadline is None else os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() >= deadline:  # type: ignore[operator]
+                self.close()
+                raise PicklingFailed(f"the pickling child was still running after "
+                                     f"{timeout_s:g} s")
+            time.sleep(0.01)
         self._pid = None
         code = os.waitstatus_to_exitcode(status)
         if code != 0:
