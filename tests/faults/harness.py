@@ -80,3 +80,22 @@ async def publish(settings: Settings, n: int, rate: float, prefix: str, *,
     for labels in lagging:
         await produce(settings, contract.LABELS, labels)
     return good, bad
+
+
+async def learned_count(settings: Settings, expected: int, timeout_s: float = 90.0) -> int:
+    """The learner's learn count once it has caught up with ``expected`` labels (or the last
+    one seen when the time is up)."""
+    latest = -1
+
+    def caught_up(records: list[Any]) -> bool:
+        nonlocal latest
+        for r in records:
+            m = orjson.loads(r.value)
+            if m.get("lifecycle", {}).get("role") == "learner":
+                latest = m["labels"]["learned"]
+        return latest >= expected
+
+    await collect(settings, contract.METRICS, until=caught_up, timeout_s=timeout_s)
+    await asyncio.sleep(3)  # a second learn of anything would show in the next snapshots
+    caught_up(await collect(settings, contract.METRICS, until=lambda rs: False, timeout_s=3))
+    return latest

@@ -15,16 +15,13 @@ import random
 import signal
 from pathlib import Path
 
-import orjson
 import pytest
 
 from models.registry import open_registry
-from stream_app import contract
 from stream_app.kafka_io import ensure_topics
 from tests.conftest import WorkerProcess, make_settings
 from tests.faults.checker import read
-from tests.faults.harness import progress, publish
-from tests.kafka_helpers import collect
+from tests.faults.harness import learned_count, progress, publish
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -56,7 +53,7 @@ async def test_two_workers_one_killed_or_frozen(_service_urls, tmp_path: Path, f
         good, _ = await publisher
         report = await read(settings, good, timeout_s=180.0)
         report.record(f"two workers, {fault}", guarantee=guarantee, kills=1)
-        learned = await _learner_count(settings, len(good))
+        learned = await learned_count(settings, len(good))
     finally:
         publisher.cancel()
         if fault == "zombie":
@@ -84,22 +81,3 @@ async def test_two_workers_one_killed_or_frozen(_service_urls, tmp_path: Path, f
     (resume_at,) = snaps[-1].label_offsets.values()
     assert resume_at >= len(good), snaps[-1].label_offsets
     assert all(c == 0 for c in codes), codes
-
-
-async def _learner_count(settings, expected: int, timeout_s: float = 90.0) -> int:
-    """The learner's learn count once it has caught up with ``expected`` labels (or the last
-    one seen when the time is up)."""
-    latest = -1
-
-    def caught_up(records: list) -> bool:
-        nonlocal latest
-        for r in records:
-            m = orjson.loads(r.value)
-            if m.get("lifecycle", {}).get("role") == "learner":
-                latest = m["labels"]["learned"]
-        return latest >= expected
-
-    await collect(settings, contract.METRICS, until=caught_up, timeout_s=timeout_s)
-    await asyncio.sleep(3)  # a second learn of anything would show in the next snapshots
-    caught_up(await collect(settings, contract.METRICS, until=lambda rs: False, timeout_s=3))
-    return latest
