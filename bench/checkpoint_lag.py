@@ -3,9 +3,10 @@
 An ARF (``--trees``, trained on ``--learns`` synthetic events; cached in ``--cache``) is
 checkpointed by an in-process ``ModelKeeper`` to a registry (``--registry``: a temporary
 ``file://`` folder, or ``redis`` for ``STREAM_REDIS_URL``) on uvloop, as the worker runs, while a
-task that sleeps 10 ms records how late it wakes up. The first checkpoint is pickled in a thread; the next ones,
-past ``lifecycle.checkpoint_fork_bytes``, by a forked child (on Linux). Figures in
-``bench/RESULTS.md``.
+task that sleeps 10 ms records how late it wakes up. On Linux every checkpoint is pickled by a
+forked child (the first because its size is not known yet, the next past
+``lifecycle.checkpoint_fork_bytes``); ``--first-in-thread`` pickles the first in a thread, as
+before. Figures in ``bench/RESULTS.md``.
 
     python bench/checkpoint_lag.py                        # 100 trees, 10,000 learns (~3 min to train)
     python bench/checkpoint_lag.py --registry redis
@@ -110,6 +111,8 @@ async def main(args: argparse.Namespace) -> None:
         blob = await probed("registry pickler in a thread", lambda: asyncio.to_thread(
             dumps, {"pipeline": model}))
         print(f"  {len(blob) / 1e6:.0f} MB")
+        if args.first_in_thread:
+            keeper._last_bytes = 0
         for i in range(args.checkpoints):
             engine.learns_since_snapshot = 1
             how = "forked child" if keeper.forks_next else "thread"
@@ -124,8 +127,13 @@ async def main(args: argparse.Namespace) -> None:
                   f"{forked * 1000:.1f} ms on the loop")
         print(f"  next checkpoint no sooner than "
               f"{keeper._last_bytes / settings.lifecycle.checkpoint_max_bytes_per_s:.0f} s")
-        await probed("load_snapshot (what a scorer does)", lambda: keeper.registry.load_snapshot(
-            "default", engine.model.version))
+        for _ in range(2):  # first: a later young collection would scan the unfrozen one's
+            await probed("load_snapshot, frozen out of the GC (what a scorer does)",
+                         lambda: keeper.registry.load_snapshot(
+                             "default", engine.model.version,
+                             freeze_bytes=settings.lifecycle.checkpoint_fork_bytes))
+        await probed("load_snapshot, its objects left to the GC (before)",
+                     lambda: keeper.registry.load_snapshot("default", engine.model.version))
         await probed("registry unpickler in a thread", lambda: asyncio.to_thread(loads, blob))
         reg: Any = keeper.registry
         if args.registry == "redis":  # this run's keys only (its own namespace)
@@ -141,6 +149,8 @@ if __name__ == "__main__":
     parser.add_argument("--trees", type=int, default=100)
     parser.add_argument("--learns", type=int, default=10_000)
     parser.add_argument("--checkpoints", type=int, default=2)
+    parser.add_argument("--first-in-thread", action="store_true",
+                        help="the first checkpoint in a thread (its size taken as known, small)")
     parser.add_argument("--registry", choices=["file", "redis"], default="file")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "bench-arf")
     uvloop.run(main(parser.parse_args()))

@@ -204,9 +204,10 @@ class LifecycleSettings(_Frozen):
     #: fork would cost more than the pickle (``stream_app.lifecycle``)
     checkpoint_fork_bytes: int = Field(default=16 * 2**20, ge=0)
     #: freeze long-lived objects out of the cyclic GC (``gc.freeze``): the worker's own once
-    #: its first assignment has settled, and such a big model's after each checkpoint and
-    #: install (a full GC pass held the loop 100-180 ms every few seconds; over a big forest,
-    #: a second). Cycles among frozen objects are never collected (``stream_app.lifecycle``)
+    #: its first assignment has settled, and such a big model's as it is unpickled and after
+    #: each checkpoint and install (a full GC pass held the loop 100-180 ms every few seconds;
+    #: over a big forest, a second). Cycles among frozen objects are never collected
+    #: (``stream_app.lifecycle``)
     gc_freeze: bool = True
     #: snapshots kept per version (older ones are pruned; the newest good one is restored)
     keep_snapshots: int = Field(default=20, ge=2)

@@ -286,3 +286,30 @@ async def test_retention_by_bytes_keeps_the_newest_within_keep_bytes(tmp_path: P
 def test_byte_limits_are_checked(lifecycle: dict[str, Any]) -> None:
     with pytest.raises(ConfigError, match=next(iter(lifecycle))):
         load_settings(environ={}, lifecycle=lifecycle)
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+async def test_a_big_snapshot_is_unpickled_out_of_the_gcs_reach(tmp_path: Path,
+                                                                freeze: bool) -> None:
+    """Unpickled with the GC paused, a big model's objects all land in its youngest
+    generation, whose next pass held the GIL ~0.6 s for a 100-tree forest: past
+    ``freeze_bytes`` they are frozen before the GC runs again (``pickling.loads``)."""
+    w = Worker(settings_for(tmp_path, snapshot_every_learns=10**6, snapshot_interval_s=3600))
+    await w.start(learner=True)
+    await feed(w, stream(50), 0)
+    w.engine.model.pipeline.ballast = ballast(10_000)
+    sid = await w.keeper.checkpoint(force=True)
+    size = (await w.keeper.registry.snapshots("default", "1"))[-1].checkpoint_size
+    gc.collect()
+    gc.unfreeze()
+    try:
+        state, _ = await w.keeper.registry.load_snapshot(
+            "default", "1", sid, freeze_bytes=size if freeze else size + 1)
+        frozen = gc.get_freeze_count()
+        assert len(state["pipeline"].ballast) == 10_000
+        if freeze:  # every Gaussian, its Random and its dict at least
+            assert frozen >= 3 * 10_000, frozen
+        else:
+            assert frozen == 0
+    finally:
+        gc.unfreeze()

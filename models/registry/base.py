@@ -276,13 +276,13 @@ class RegistryBase(ABC):
                 return sid
         return None
 
-    async def load_snapshot(self, name: str, version: str,
-                            snapshot_id: int | None = None) -> tuple[Any, SnapshotInfo]:
+    async def load_snapshot(self, name: str, version: str, snapshot_id: int | None = None,
+                            *, freeze_bytes: int | None = None) -> tuple[Any, SnapshotInfo]:
         signer = require_signer(self._key)
         candidates = await self._candidates(name, version, snapshot_id)
         problems = []
         for sid, raw in candidates:
-            loaded = await self._open(name, version, sid, raw, signer)
+            loaded = await self._open(name, version, sid, raw, signer, freeze_bytes)
             if not isinstance(loaded, str):
                 return loaded
             log.warning("registry: snapshot %s v%s #%d rejected: %s; not unpickled%s",
@@ -306,7 +306,8 @@ class RegistryBase(ABC):
         return sorted(records.items(), reverse=True)
 
     async def _open(self, name: str, version: str, sid: int, raw: bytes,
-                    signer: Signer) -> tuple[Any, SnapshotInfo] | str:
+                    signer: Signer, freeze_bytes: int | None = None
+                    ) -> tuple[Any, SnapshotInfo] | str:
         """The unpickled checkpoint and its record, or why it was refused."""
         blob = await self._checkpoint(name, version, sid)
         doc, problem = await asyncio.to_thread(check_snapshot, raw, blob, signer,
@@ -314,7 +315,8 @@ class RegistryBase(ABC):
         if problem or blob is None or doc is None:
             return problem or "checkpoint missing"
         try:  # verified: these are bytes this registry's key signed
-            obj = await asyncio.to_thread(loads, blob)
+            obj = await asyncio.to_thread(
+                loads, blob, freeze=freeze_bytes is not None and len(blob) >= freeze_bytes)
             info = SnapshotInfo.from_dict(doc)
         except Exception as exc:  # signed, but this runtime cannot rebuild it
             return f"unpickling failed ({type(exc).__name__}: {exc})"

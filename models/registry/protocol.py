@@ -83,12 +83,15 @@ class ModelRegistry(Protocol):
         """
         ...
 
-    async def load_snapshot(self, name: str, version: str,
-                            snapshot_id: int | None = None) -> tuple[Any, SnapshotInfo]:
+    async def load_snapshot(self, name: str, version: str, snapshot_id: int | None = None,
+                            *, freeze_bytes: int | None = None) -> tuple[Any, SnapshotInfo]:
         """The newest snapshot that verifies (or exactly ``snapshot_id``), unpickled.
 
         Size, SHA-256 and signature are checked before unpickling; a snapshot that fails is
-        logged and skipped. Raises ``CheckpointError`` when none verifies.
+        logged and skipped. Raises ``CheckpointError`` when none verifies. A checkpoint of
+        ``freeze_bytes`` or more is unpickled out of the cyclic GC's reach
+        (``pickling.loads(freeze=True)``: a long-lived model, and no GIL held for a pass over
+        its objects).
         """
         ...
 
