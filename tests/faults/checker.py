@@ -3,8 +3,10 @@
 What a consumer with ``isolation_level="read_committed"`` sees is what counts (aborted
 transactions are invisible to it). The rules:
 
-* every expected ``event_id`` has an outcome: a prediction, or a dead letter whose payload
-  carries that id (``poisoned`` ids must have the dead letter, not a prediction);
+* every expected ``event_id`` has an outcome: a prediction, or a dead letter of an *events*
+  record whose payload carries that id (``poisoned`` ids must have the dead letter, not a
+  prediction). A dead letter of a label (``label_flood``, ``label_orphaned``) is no event's
+  outcome: ``labels_dead`` names the ids whose labels must each have one;
 * no ``event_id`` has two predictions, and no source position (topic, partition, offset) has
   two dead letters;
 * nothing comes out for an id nobody sent.
@@ -34,9 +36,15 @@ class Report:
     dead_letters: Counter[str] = field(default_factory=Counter)
     dead_ids: set[str] = field(default_factory=set)
 
+    #: ids named by dead letters of label records, and the ids that must have one
+    label_dead_ids: set[str] = field(default_factory=set)
+    labels_dead: set[str] = field(default_factory=set)
+
     @property
     def missing(self) -> set[str]:
-        return self.expected - set(self.predictions) - self.dead_ids
+        """Expected events without an outcome, and ``labels_dead`` without their dead letter."""
+        return (self.expected - set(self.predictions) - self.dead_ids) | \
+            (self.labels_dead - self.label_dead_ids)
 
     @property
     def duplicates(self) -> dict[str, int]:
@@ -46,7 +54,9 @@ class Report:
 
     @property
     def unexpected(self) -> set[str]:
-        return (set(self.predictions) | self.dead_ids) - self.expected
+        """Outcomes for ids nobody sent (a label's dead letter may name any expected id)."""
+        return (set(self.predictions) | self.dead_ids) - self.expected | \
+            (self.label_dead_ids - self.expected - self.labels_dead)
 
     poisoned: set[str] = field(default_factory=set)
 
@@ -100,19 +110,32 @@ def _carried_id(dead: dict[str, Any]) -> str | None:
 
 
 async def read(settings: Settings, expected: set[str], *, poisoned: set[str] = frozenset(),
-               timeout_s: float = 120.0, settle_s: float = 3.0) -> Report:
+               labels_dead: set[str] = frozenset(), timeout_s: float = 120.0,
+               settle_s: float = 3.0) -> Report:
     """Wait until every expected id has an outcome (or ``timeout_s``), let ``settle_s`` pass
     for anything late (a duplicate), then read everything again and report."""
 
-    def has_all(rs: list[Any]) -> bool:
-        return expected <= {orjson.loads(r.value)["event_id"] for r in rs} | dead_ids
+    events = settings.topic(contract.EVENTS)
 
-    dead = await collect(settings, contract.DEAD_LETTERS, until=lambda rs: False,
-                         timeout_s=settle_s)
-    dead_ids = {i for r in dead if (i := _carried_id(orjson.loads(r.value))) is not None}
-    await collect(settings, contract.PREDICTIONS, until=has_all, timeout_s=timeout_s)
+    def has_all(rs: list[Any]) -> bool:
+        return expected <= {orjson.loads(r.value)["event_id"] for r in rs} | dead_ids and \
+            labels_dead <= label_dead_ids
+
+    # dead letters come late too (a parked label's at the end of its ttl): both topics are
+    # read again until every id has its outcome
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        dead = await collect(settings, contract.DEAD_LETTERS, until=lambda rs: False,
+                             timeout_s=1.0)
+        dead_ids, label_dead_ids = _dead_ids([orjson.loads(r.value) for r in dead], events)
+        left = deadline - asyncio.get_running_loop().time()
+        got = await collect(settings, contract.PREDICTIONS, until=has_all,
+                            timeout_s=max(1.0, min(10.0, left)))
+        if has_all(got) or left <= 10.0:
+            break
     await asyncio.sleep(settle_s)
-    report = Report(expected=set(expected), poisoned=set(poisoned))
+    report = Report(expected=set(expected), poisoned=set(poisoned),
+                    labels_dead=set(labels_dead))
     for r in await collect(settings, contract.PREDICTIONS, until=lambda rs: False,
                            timeout_s=settle_s):
         report.predictions[orjson.loads(r.value)["event_id"]] += 1
@@ -121,5 +144,15 @@ async def read(settings: Settings, expected: set[str], *, poisoned: set[str] = f
         d = orjson.loads(r.value)
         report.dead_letters[f"{d['source_topic']}:{d['partition']}:{d['offset']}"] += 1
         if (i := _carried_id(d)) is not None:
-            report.dead_ids.add(i)
+            (report.dead_ids if d["source_topic"] == events else report.label_dead_ids).add(i)
     return report
+
+
+def _dead_ids(dead: list[dict[str, Any]], events: str) -> tuple[set[str], set[str]]:
+    """The ids dead letters name: of events records, and of label records."""
+    of_events: set[str] = set()
+    of_labels: set[str] = set()
+    for d in dead:
+        if (i := _carried_id(d)) is not None:
+            (of_events if d["source_topic"] == events else of_labels).add(i)
+    return of_events, of_labels
