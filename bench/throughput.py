@@ -376,7 +376,8 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
             print(f"  {stage:12s} {fmt_stage(_get(snap, 'stage_ms', stage))}")
         batches = snap.get("events", {}).get("received", 0) / max(_get(snap, "stage_ms", "batch", "n") or 1, 1)
         print(f"  events per events-batch (mean): {batches:.0f}; labels learned "
-              f"{_get(snap, 'labels', 'learned')}, joined {_get(snap, 'labels', 'joined')}")
+              f"{_get(snap, 'labels', 'learned')}, joined {_get(snap, 'labels', 'joined')}; "
+              f"GIL switch interval {_get(snap, 'gc', 'switch_interval_ms')} ms")
     if not args.skip_latency:
         print(f"latency at {args.rate:g} ev/s for {args.duration:g} s (first {args.warmup:g} s "
               f"excluded; achieved {_med(results, 'latency', 'achieved_rate'):,.0f} ev/s):")
@@ -392,6 +393,7 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
         print("  worker stage_ms at that rate (last run):")
         for stage in ("batch", "store_read", "score", "store_write"):
             print(f"    {stage:12s} {fmt_stage(_get(snap, 'stage_ms', stage))}")
+        print(f"  GIL switch interval at the end: {_get(snap, 'gc', 'switch_interval_ms')} ms")
         cpu = [_get(r, "latency", "cpu") or {} for r in results]
         print("  CPU (cores): " + "  ".join(
             f"{c} {median([d.get(c) for d in cpu if c in d]):.2f}"

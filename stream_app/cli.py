@@ -62,7 +62,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
         from stream_app.http.server import bind
 
         http_socket = bind(settings)
-    sys.setswitchinterval(settings.gil_switch_interval_s)
+    if settings.gil_switch_interval_s == "auto":  # by the model's cost (stream_app.gil)
+        from stream_app.gil import SwitchInterval
+
+        engine.gil = SwitchInterval()
+        engine.gil.start()
+    else:
+        sys.setswitchinterval(float(settings.gil_switch_interval_s))
     try:
         import uvloop
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

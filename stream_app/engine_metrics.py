@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import os
 import socket
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -203,5 +204,7 @@ class EngineMetrics:
             # the cyclic GC: objects frozen out of its reach (``lifecycle.gc_freeze``) and
             # collections per generation (a full one pauses the loop over what is not frozen)
             "gc": {"frozen": gc.get_freeze_count(),
-                   "collections": [g["collections"] for g in gc.get_stats()]},
+                   "collections": [g["collections"] for g in gc.get_stats()],
+                   # the GIL switch interval in force (``stream_app.gil``)
+                   "switch_interval_ms": round(sys.getswitchinterval() * 1000, 3)},
         }

@@ -329,8 +329,9 @@ class Settings(BaseSettings):
     #: how long a thread holds the GIL before another may take it (``sys.setswitchinterval``).
     #: The consumer thread's fetches wait up to this long behind a busy loop at each step: 1 ms
     #: took a 100-tree forest's prediction p99 from 545-1,127 to 424-738 ms at 200 events/s,
-    #: but cost the peers work ~10 % of its events/s (``bench/RESULTS.md``)
-    gil_switch_interval_s: float = Field(default=0.005, gt=0, le=0.1)
+    #: but cost the peers work ~10 % of its events/s (``bench/RESULTS.md``). "auto": 1 ms
+    #: while the model is busy over 1 ms per score or learn, else 5 ms (``stream_app.gil``)
+    gil_switch_interval_s: float | Literal["auto"] = Field(default="auto", union_mode="left_to_right")
     metrics_interval_s: float = Field(default=2.0, gt=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -367,6 +368,19 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
 
     config_file: Path | None = None
+
+    @field_validator("gil_switch_interval_s", mode="before")
+    @classmethod
+    def _gil_switch(cls, v: Any) -> float | str:
+        if v == "auto":
+            return v
+        try:
+            seconds = float(v)
+        except (TypeError, ValueError):
+            seconds = float("nan")
+        if not 0 < seconds <= 0.1:
+            raise ValueError(f'must be "auto" or seconds in (0, 0.1], not {v!r}')
+        return seconds
 
     @field_validator("kafka_url")
     @classmethod

@@ -279,3 +279,65 @@ async def test_learning_waits_for_a_batch_of_events_being_scored(engine: Engine,
     start, end = trace.index("scoring"), trace.index("scored")
     assert "learn" not in trace[start:end], trace  # no learn while the batch was scored
     assert trace.count("learn") == n and trace[-1] == "learn"  # the labels went on after it
+
+
+async def test_the_gil_switch_follows_the_models_own_time_not_the_tasks_it_yields_to(
+        engine: Engine, monkeypatch) -> None:
+    """``gil_switch_interval_s = "auto"``: a model busy over 1 ms per score or learn gets the
+    1 ms switch interval; a fast model keeps 5 ms even when the tasks it yields to are slow."""
+    from stream_app.gil import FAST_S, SLOW_S, SwitchInterval
+
+    applied: list[float] = []
+    engine.gil = SwitchInterval(apply=applied.append)
+    n = 24
+    predict, learn = engine.model.predict_proba_one, engine.model.learn_one
+    hogging = True
+
+    async def hog() -> None:  # another task that holds the loop 20 ms whenever it runs
+        while hogging:
+            time.sleep(0.02)  # noqa: ASYNC251 - blocking is the point
+            await asyncio.sleep(0)
+
+    def busy_predict(x):  # 0.5 ms: between the bounds, and long enough to yield in a batch
+        time.sleep(0.0005)
+        return predict(x)
+
+    monkeypatch.setattr(engine.model, "predict_proba_one", busy_predict)
+    other = asyncio.create_task(hog())
+    try:
+        await engine.process_events([rec(i, event(f"f{i}", v=float(i))) for i in range(n)])
+    finally:
+        hogging = False
+        await other
+    # counted with the hog's 20 ms per yield it would be over 1 ms an event
+    assert applied == [] and engine.gil.current == FAST_S and engine.gil.cost_s < 0.001
+    monkeypatch.setattr(engine.model, "predict_proba_one", predict)
+
+    def slow_learn(x, y=None) -> None:
+        time.sleep(0.003)
+        learn(x, y)
+
+    for k in range(4):
+        await engine.process_events([rec(50 + k * n + i, event(f"l{k}-{i}", v=float(i)))
+                                     for i in range(n)])
+    engine.learning_enabled = True
+    monkeypatch.setattr(engine.model, "learn_one", slow_learn)
+    for k in range(4):  # the mean moves by batches, not at the first slow one
+        await engine.process_labels([rec(k * n + i, label(f"l{k}-{i}", i % 2 == 0), "labels")
+                                     for i in range(n)])
+    assert applied == [SLOW_S] and engine.metrics.learned == 4 * n
+
+    def slow_predict(x):
+        time.sleep(0.002)
+        return predict(x)
+
+    monkeypatch.setattr(engine.model, "learn_one", learn)
+    for k in range(12):
+        await engine.process_events([rec(100 + k * n + i, event(f"g{k}-{i}", v=1.0))
+                                     for i in range(n)])
+    assert applied == [SLOW_S, FAST_S]
+    monkeypatch.setattr(engine.model, "predict_proba_one", slow_predict)
+    for k in range(4):
+        await engine.process_events([rec(1000 + k * n + i, event(f"h{k}-{i}", v=1.0))
+                                     for i in range(n)])
+    assert applied == [SLOW_S, FAST_S, SLOW_S]

@@ -33,7 +33,8 @@ BAD = [
     ("STREAM_FEATURES__ENTITY_TTL_S", "-1", "greater than or equal to 1"),
     ("STREAM_STORE_NAMESPACE", "has space", "should match pattern"),
     ("STREAM_STARTUP_TIMEOUT_S", "0", "greater than 0"),
-    ("STREAM_GIL_SWITCH_INTERVAL_S", "0", "greater than 0"),
+    ("STREAM_GIL_SWITCH_INTERVAL_S", "0", 'must be "auto" or seconds in (0, 0.1]'),
+    ("STREAM_GIL_SWITCH_INTERVAL_S", "fast", 'must be "auto" or seconds in (0, 0.1]'),
     ("STREAM_LIFECYCLE__CHECKPOINT_FORK_BYTES", "-1", "greater than or equal to 0"),
 ]
 

@@ -42,6 +42,7 @@ from models.registry.types import DataHash
 from models.spec import OnlineModel, build_model
 from stream_app import contract
 from stream_app.engine_metrics import EngineMetrics
+from stream_app.gil import SwitchInterval
 from stream_app.ops.quality import QualityMonitor
 from stream_app.pipeline.drift import DriftStage
 from stream_app.pipeline.featurize import Featurizer
@@ -133,6 +134,9 @@ class Engine:
         #: and while a checkpoint pickles them in another thread (``stream_app.lifecycle``):
         #: no learn ever runs under the pickler. Scoring does not take it (module docstring).
         self.learn_lock = asyncio.Lock()
+        #: the worker's GIL switch interval, fed the model's busy time per score and learn
+        #: (``stream_app.gil``; set by ``stream-app worker`` when the setting is "auto")
+        self.gil: SwitchInterval | None = None
         #: labels whose events are not scored yet wait on this; until then, they park at once
         self._scored = _Signal()
         #: one batch of events at a time from read to commit, whether from Kafka or HTTP: two
@@ -350,11 +354,16 @@ class Engine:
         latencies: list[float] = []
         scored: list[dict[str, float]] = []
         clock = time.perf_counter
-        yield_at = clock() + SCORE_SLICE_S
+        started = clock()
+        paused = 0.0  # yielded to other tasks: not the model's time
+        yield_at = started + SCORE_SLICE_S
         for (rec, ev), x in zip(batch, xs, strict=True):
             if clock() >= yield_at:
+                t = clock()
                 await asyncio.sleep(0)
-                yield_at = clock() + SCORE_SLICE_S
+                yield_at = clock()
+                paused += yield_at - t
+                yield_at += SCORE_SLICE_S
             try:
                 score = model.predict_proba_one(x)
             except ModelOutputError as exc:
@@ -385,6 +394,8 @@ class Engine:
             if drift_on:
                 observed.append((x, ev.features, score, ev.timestamp))  # the stage gates it
         self.metrics.observe_latencies_ms(latencies)
+        if self.gil is not None:
+            self.gil.observe(clock() - started - paused, len(batch))
         return snapshots, claims, observed, scored
 
     async def _replay_predictions(self, batch: list[tuple[Record, Event]]) -> list[Output]:
@@ -473,7 +484,9 @@ class Engine:
             joined = await self._join(
                 {eid: raw for eid, (_, raw, _) in labels.items()},
                 {eid: _position(rec) for eid, (_, _, rec) in labels.items()})
-            yield_at = clock() + LEARN_SLICE_S
+            started = clock()
+            paused, learned = 0.0, 0
+            yield_at = started + LEARN_SLICE_S
             for eid, (label, raw, rec) in labels.items():
                 status, snap = joined[eid]
                 self._remember(eid, status, label, raw, rec)
@@ -484,9 +497,13 @@ class Engine:
                     # between two learns the model is whole: yield at the end of a slice,
                     # or at once when an events batch got under way meanwhile
                     if clock() >= yield_at or scoring():
+                        t = clock()
                         await self._yield_to_scoring()
-                        yield_at = clock() + LEARN_SLICE_S
+                        yield_at = clock()
+                        paused += yield_at - t
+                        yield_at += LEARN_SLICE_S
                     out.extend(self._learn(label, snap))
+                    learned += 1
                 elif status in (DUPLICATE, REDELIVERED):
                     self.metrics.labels_duplicate += 1
                 elif status == EXPIRED:
@@ -499,6 +516,8 @@ class Engine:
                         f"labels.max_parked_bytes ({limits.max_parked_bytes})"))
                 else:
                     self.metrics.labels_parked += 1
+            if self.gil is not None and learned:
+                self.gil.observe(clock() - started - paused, learned)
         # only now, after learning: a checkpoint taken meanwhile must not claim these offsets
         for rec in records:
             ledger.mark(rec.partition, rec.offset)
